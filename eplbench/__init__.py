@@ -1,0 +1,25 @@
+"""eplbench: the exact yardstick for Mixture-of-Experts expert-placement heuristics (EPLB).
+
+The stable Python API of SPEC 9:
+
+    import eplbench as eb
+    topo = eb.Topology(num_replicas=288, num_groups=8, num_nodes=4, num_gpus=32)
+    h = eb.load_heuristic("deepseek")
+    phy2log, log2phy, logcnt = h(weight, 288, 8, 4, 32)
+    ev = eb.check(weight, phy2log, topo)
+    instances = eb.load_instances("small")
+"""
+
+from eplbench.checker import Evaluation, check, check_output
+from eplbench.errors import BadInput, EplbenchError, InvalidPlacement
+from eplbench.heuristics import Heuristic, list_heuristics, load_heuristic
+from eplbench.instances import Instance, list_instance_sets, load_instances
+from eplbench.problem import Policy, Topology
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadInput", "EplbenchError", "Evaluation", "Heuristic", "Instance", "InvalidPlacement",
+    "Policy", "Topology", "check", "check_output", "list_heuristics", "list_instance_sets",
+    "load_heuristic", "load_instances",
+]

@@ -1,0 +1,198 @@
+"""The `eplbench` command: parses, calls the API, prints. Exit codes: 0 success, 1 a check
+failed (an invalid placement), 2 bad input (one line on stderr, no traceback)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from eplbench.errors import BadInput, InvalidPlacement
+
+# tables keep their columns whole when piped (rich would wrap them at 80 columns)
+stdout = Console(width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True)
+
+
+class BadInputExit(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"eplbench: error: {self.message}", err=True)
+
+
+class Cli(click.Group):
+    """Turns BadInput raised anywhere below into a one-line error and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BadInput as error:
+            raise BadInputExit(str(error)) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="eplbench")
+def main():
+    """eplbench: measure MoE expert-placement (EPLB) heuristics against the exact optimum."""
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()] if value else []
+
+
+@main.command()
+@click.option("--heuristics", "-H", help="Comma-separated built-in names, path/to/file.py "
+              "or pkg.module:function. Default: every built-in.")
+@click.option("--instances", "-i", "instance_set", default="small", show_default=True,
+              help="A bundled or named set, or a set folder.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
+              help="Timed calls per heuristic and instance (the median is kept).")
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds one call may take before it is stopped and scored invalid.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the results table "
+              "(.parquet or .csv), one row per heuristic, instance and layer.")
+def run(heuristics, instance_set, repeats, time_limit, out):
+    """Run heuristics on an instance set and print balancedness and speed per heuristic.
+
+    Exit 1 when some heuristic produced an invalid placement (its rows say why).
+    """
+    from eplbench.heuristics import BUILTINS
+    from eplbench.instances import load_instances
+    from eplbench.reports.tables import heuristic_summary
+    from eplbench.results import write_results
+    from eplbench.runner import RunOptions, run_heuristics
+
+    names = _split(heuristics) or list(BUILTINS)
+    instances = load_instances(instance_set)
+    options = RunOptions(repeats=repeats, time_limit=time_limit)
+    total = len(instances) * len(set(names) | {options.baseline})
+    with _progress() as progress:
+        task = progress.add_task("running", total=total)
+        table = run_heuristics(names, instances, options,
+                               on_step=lambda label: progress.update(task, advance=1,
+                                                                     description=label))
+    if out:
+        write_results(table, out)
+        stderr.print(f"wrote {len(table)} rows to {out}")
+    summary = heuristic_summary(table)
+    _print_summary(summary, instance_set, options.baseline)
+    sys.exit(0 if (summary.valid == summary.instances).all() else 1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=stderr, transient=True)
+
+
+def _print_summary(summary, instance_set: str, baseline: str) -> None:
+    table = Table(title=f"heuristics on {instance_set}")
+    for column in ["heuristic", "valid", "balancedness mean", "min", "hierarchy",
+                   "runtime ms", f"speed vs {baseline}", "failures"]:
+        table.add_column(column, justify="left" if column in ("heuristic", "failures") else "right")
+    for row in summary.itertuples():
+        table.add_row(row.heuristic, f"{row.valid}/{row.instances}",
+                      _fmt(row.balancedness_mean, "{:.4f}"), _fmt(row.balancedness_min, "{:.4f}"),
+                      _fmt(row.hierarchy, "{:.0%}"), _fmt(row.runtime_ms, "{:.3g}"),
+                      _fmt(row.speedup, "{:.3g}x"), row.failures)
+    stdout.print(table)
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None or not np.isfinite(value) else pattern.format(value)
+
+
+@main.command()
+@click.argument("placement", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Load matrix [L, E] (.npy, .pt, .csv, .json).")
+@click.option("--topology", help="num_replicas,num_groups,num_nodes,num_gpus, e.g. 16,4,2,8.")
+@click.option("--instance", help="SET:ID, an instance of a set, instead of --weights/--topology.")
+def check(placement, weights, topology, instance):
+    """Check a saved placement (phy2log [L, P]: .npy, .pt, .csv, or .json with key phy2log)
+    and print its loads. Exit 0 valid, 1 invalid, 2 bad input."""
+    from eplbench.checker import check as check_placement
+    from eplbench.instances.importers import read_matrix
+
+    weight, topo = _weights_and_topology(weights, topology, instance)
+    phy2log = read_matrix(placement, key="phy2log")
+    if np.issubdtype(phy2log.dtype, np.floating) and np.all(phy2log == np.round(phy2log)):
+        phy2log = phy2log.astype(np.int64)  # text formats carry no dtype
+    try:
+        evaluation = check_placement(weight, phy2log, topo)
+    except InvalidPlacement as error:
+        click.echo(f"INVALID ({error.reason}): {error.detail}")
+        sys.exit(1)
+    table = Table(title=f"{placement}: valid")
+    for column in ["layer", "max load", "mean load", "balancedness", "hierarchical"]:
+        table.add_column(column, justify="right")
+    for layer, (peak, mean) in enumerate(zip(evaluation.max_load, evaluation.mean_load)):
+        table.add_row(str(layer), f"{float(peak):.6g}", f"{float(mean):.6g}",
+                      f"{evaluation.balancedness_per_layer[layer]:.4f}",
+                      "yes" if evaluation.hierarchical_layers[layer] else "no")
+    stdout.print(table)
+    stdout.print(f"balancedness {evaluation.balancedness:.4f} (sum over layers), "
+                 f"co-located replicas {evaluation.colocated_replicas}")
+
+
+def _weights_and_topology(weights, topology, instance):
+    from eplbench.instances import load_instances
+    from eplbench.instances.importers import read_matrix
+    from eplbench.problem import Topology, as_weight_matrix
+
+    if instance:
+        set_name, _, instance_id = instance.rpartition(":")
+        matches = [item for item in load_instances(set_name) if item.id == instance_id]
+        if not matches:
+            raise BadInput(f"{set_name}: no instance {instance_id!r}")
+        return matches[0].weight, matches[0].topology
+    if not (weights and topology):
+        raise BadInput("give --instance SET:ID, or both --weights and --topology")
+    try:
+        topo = Topology(*[int(part) for part in topology.split(",")])
+    except (TypeError, ValueError):
+        raise BadInput(f"--topology {topology!r}: expected four integers P,groups,nodes,gpus") from None
+    weight = as_weight_matrix(read_matrix(weights, key="weight"), source=weights)
+    topo.validate_for(weight.shape[1])
+    return weight, topo
+
+
+@main.command("heuristics")
+def heuristics_command():
+    """List the built-in heuristics."""
+    from eplbench.heuristics import list_heuristics
+
+    for name, description in list_heuristics().items():
+        click.echo(f"{name:<16} {description}")
+
+
+@main.group()
+def instances():
+    """Instance sets: list, generate."""
+
+
+@instances.command("list")
+def instances_list():
+    """List the named and bundled instance sets."""
+    from eplbench.instances import list_instance_sets
+
+    for name, where in list_instance_sets().items():
+        click.echo(f"{name:<12} {where}")
+
+
+@instances.command("generate")
+@click.option("--set", "set_name", required=True, help="A named set (see `instances list`).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write (replaced whole).")
+def instances_generate(set_name, out):
+    """Write a named set as a folder: manifest.json + loads.npz."""
+    from eplbench.instances import save_set
+    from eplbench.instances.named import build_set
+
+    instances_ = build_set(set_name)
+    save_set(out, set_name, instances_)
+    click.echo(f"wrote {len(instances_)} instances of {set_name} to {out}")

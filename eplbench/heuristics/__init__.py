@@ -1,0 +1,108 @@
+"""Heuristics: built-ins by name, user files and `pkg.module:function` specs.
+
+Every heuristic has the engines' signature (SPEC 4):
+`rebalance_experts(weight [L, E], num_replicas, num_groups, num_nodes, num_gpus)
+-> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])`, all int64.
+
+Adding a built-in is one file in this package plus one line in `BUILTINS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from eplbench.errors import BadInput
+
+# name -> ("module:function", one-line description)
+BUILTINS: dict[str, tuple[str, str]] = {
+    "deepseek": ("eplbench.heuristics.deepseek:rebalance_experts",
+                 "DeepSeek EPLB, faithful port (reference speed)"),
+    "deepseek_fast": ("eplbench.heuristics.deepseek_fast:rebalance_experts",
+                      "DeepSeek EPLB, packing vectorised across layers (same output)"),
+}
+
+ENTRY_POINT = "rebalance_experts"
+
+
+@dataclass(frozen=True)
+class Heuristic:
+    """A loaded heuristic. `name` is what tables show: the built-in name or the spec as given."""
+
+    name: str
+    spec: str
+    function: Callable = field(compare=False, repr=False)
+
+    def __call__(self, weight, num_replicas, num_groups, num_nodes, num_gpus):
+        return self.function(weight, num_replicas, num_groups, num_nodes, num_gpus)
+
+
+def list_heuristics() -> dict[str, str]:
+    """Built-in names with their descriptions."""
+    return {name: description for name, (_, description) in BUILTINS.items()}
+
+
+def spec_kind(spec: str) -> str:
+    """"builtin", "file" or "module" for a spec that names something; BadInput otherwise.
+
+    Cheap and import-free, so a runner can refuse a typo before it starts any work.
+    """
+    if spec in BUILTINS:
+        return "builtin"
+    if spec.endswith(".py") or Path(spec).is_file():
+        if not Path(spec).is_file():
+            raise BadInput(f"{spec}: no such file")
+        return "file"
+    if ":" in spec:
+        return "module"
+    raise BadInput(f"unknown heuristic {spec!r}: not a built-in ({', '.join(BUILTINS)}), "
+                   f"not a .py file, not pkg.module:function")
+
+
+def load_heuristic(spec: str) -> Heuristic:
+    """Resolve a built-in name, a `path/to/file.py` or a `pkg.module:function`.
+
+    Raises BadInput naming the spec and the problem when it cannot be loaded.
+    """
+    kind = spec_kind(spec)
+    if kind == "builtin":
+        return Heuristic(spec, spec, _import_target(BUILTINS[spec][0], spec))
+    if kind == "file":
+        return Heuristic(spec, spec, _load_file(Path(spec)))
+    return Heuristic(spec, spec, _import_target(spec, spec))
+
+
+def _load_file(path: Path) -> Callable:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"eplbench_user_{path.stem}_{digest}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure of user code is reported as bad input
+        del sys.modules[module_name]
+        raise BadInput(f"{path}: import failed: {type(error).__name__}: {error}") from None
+    return _entry(module, ENTRY_POINT, str(path))
+
+
+def _import_target(target: str, spec: str) -> Callable:
+    module_name, _, function_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001
+        raise BadInput(f"{spec}: cannot import {module_name}: "
+                       f"{type(error).__name__}: {error}") from None
+    return _entry(module, function_name or ENTRY_POINT, spec)
+
+
+def _entry(module, function_name: str, spec: str) -> Callable:
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise BadInput(f"{spec}: defines no callable {function_name}")
+    return function

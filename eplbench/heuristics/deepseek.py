@@ -1,0 +1,162 @@
+"""A faithful port of DeepSeek's EPLB (github.com/deepseek-ai/EPLB, eplb.py).
+
+Output is bit-identical to the reference, ties included: loads are float32 as there,
+items are ordered by torch's default (unstable) descending sort as there, and pack loads
+accumulate in float32 in assignment order. This is the slow, readable version (a Python
+loop per layer in the packing, on torch scalars as in the reference, so that its runtime,
+the baseline of every speed ratio eplbench reports, tracks the reference's); `deepseek_fast`
+swaps in a vectorised packing.
+
+Policy: hierarchical when `num_groups % num_nodes == 0`, else global (one group, one node).
+"""
+
+from typing import Callable
+
+import torch
+
+from eplbench.heuristics.mapping import log2phy_from_ranks
+
+Packing = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def descending_order(weight: torch.Tensor) -> torch.Tensor:
+    """[X, n] item indices by decreasing weight, ties as torch's default sort breaks them."""
+    return weight.float().sort(-1, descending=True).indices
+
+
+def one_item_per_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's shortcut when packs hold one item: item i goes to pack i."""
+    pack_index = torch.arange(weight.shape[-1], dtype=torch.int64).expand(weight.shape)
+    return pack_index, torch.zeros(weight.shape, dtype=torch.int64)
+
+
+def balanced_packing(weight: torch.Tensor, num_packs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy cardinality-constrained packing (LPT with exactly n / num_packs items per pack).
+
+    Args:
+        weight: [X, n] float32 item weights; n is a multiple of num_packs.
+    Returns:
+        pack_index: [X, n] int64 pack of each item.
+        rank_in_pack: [X, n] int64 position of the item in its pack (assignment order).
+    """
+    num_rows, num_items = weight.shape
+    capacity = num_items // num_packs
+    if capacity == 1:
+        return one_item_per_pack(weight)
+    order = descending_order(weight)
+    pack_index = torch.full((num_rows, num_items), -1, dtype=torch.int64)
+    rank_in_pack = torch.full((num_rows, num_items), -1, dtype=torch.int64)
+    for row in range(num_rows):
+        loads = [0] * num_packs  # becomes 0-d float32 tensors, summed in assignment order
+        filled = [0] * num_packs
+        for item in order[row].tolist():
+            open_packs = (p for p in range(num_packs) if filled[p] < capacity)
+            pack = min(open_packs, key=loads.__getitem__)
+            pack_index[row, item] = pack
+            rank_in_pack[row, item] = filled[pack]
+            loads[pack] += weight[row, item]
+            filled[pack] += 1
+    return pack_index, rank_in_pack
+
+
+def replicate_experts(weight: torch.Tensor, num_phy: int):
+    """D'Hondt replication: each extra slot goes to the expert with the largest load per replica.
+
+    Args:
+        weight: [X, num_log] float32 loads.
+        num_phy: slots per row, >= num_log.
+    Returns:
+        phy2log: [X, num_phy] int64 (slot i < num_log holds expert i; the rest in order given).
+        rank: [X, num_phy] int64 replica index of each slot.
+        logcnt: [X, num_log] int64 replica counts.
+    """
+    num_rows, num_log = weight.shape
+    logcnt = torch.ones(num_rows * num_log, dtype=torch.int64)
+    per_replica = weight.flatten().clone()  # weight / logcnt in float32, as the reference computes it
+    row_start = torch.arange(num_rows) * num_log
+    extra_experts, extra_ranks = [], []
+    for _ in range(num_log, num_phy):
+        # max(dim).indices takes the first of equal maxima, as in the reference
+        flat = row_start + per_replica.view(num_rows, num_log).max(dim=-1).indices
+        count = logcnt.take(flat)
+        logcnt.index_add_(0, flat, torch.ones_like(flat))
+        per_replica.index_copy_(0, flat, weight.flatten().take(flat) / (count + 1))
+        extra_experts.append(flat - row_start)
+        extra_ranks.append(count)
+    first = torch.arange(num_log).expand(num_rows, -1)
+    phy2log = torch.cat([first, *[e.unsqueeze(1) for e in extra_experts]], dim=1)
+    rank = torch.cat([torch.zeros_like(first), *[r.unsqueeze(1) for r in extra_ranks]], dim=1)
+    return phy2log, rank, logcnt.view(num_rows, num_log)
+
+
+def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """[X, n] inverse of each row's permutation."""
+    inverse = torch.empty_like(perm)
+    positions = torch.arange(perm.shape[1], dtype=torch.int64).expand(perm.shape)
+    return inverse.scatter_(1, perm, positions)
+
+
+def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: int,
+                           num_nodes: int, num_gpus: int, packing: Packing):
+    """Groups to nodes, D'Hondt within each node, replicas to the node's GPUs.
+
+    Args:
+        weight: [L, E] float32 loads; E % num_groups == 0, num_groups % num_nodes == 0.
+        packing: the balanced-packing function used for both packing steps.
+    Returns:
+        phy2log [L, P], rank [L, P], logcnt [L, E], all int64.
+    """
+    num_layers, num_experts = weight.shape
+    group_size = num_experts // num_groups
+    groups_per_node = num_groups // num_nodes
+    experts_per_node = num_experts // num_nodes
+    slots_per_gpu = num_replicas // num_gpus
+
+    group_load = weight.unflatten(-1, (num_groups, group_size)).sum(-1)
+    node_of_group, rank_on_node = packing(group_load, num_nodes)
+    # "node-major" order: the experts of node 0's groups first, then node 1's, ...
+    first_position = (node_of_group * groups_per_node + rank_on_node) * group_size
+    log2node_major = (first_position.unsqueeze(-1) + torch.arange(group_size)).flatten(-2)
+    node_major2log = inverse_permutation(log2node_major)
+
+    node_weight = weight.gather(-1, node_major2log).view(-1, experts_per_node)
+    replica2local, replica_rank, local_count = replicate_experts(
+        node_weight, num_replicas // num_nodes)
+
+    replica_load = (node_weight / local_count).gather(-1, replica2local)
+    gpu_of_replica, rank_on_gpu = packing(replica_load, num_gpus // num_nodes)
+    slot_of_replica = gpu_of_replica * slots_per_gpu + rank_on_gpu
+    replica_of_slot = inverse_permutation(slot_of_replica)
+
+    local_of_slot = replica2local.gather(-1, replica_of_slot).view(num_layers, num_nodes, -1)
+    node_offset = (torch.arange(num_nodes) * experts_per_node).view(1, -1, 1)
+    node_major_of_slot = (local_of_slot + node_offset).flatten(-2)
+    phy2log = node_major2log.gather(-1, node_major_of_slot)
+    rank = replica_rank.gather(-1, replica_of_slot).view(num_layers, -1)
+    logcnt = local_count.view(num_layers, -1).gather(-1, log2node_major)
+    return phy2log, rank, logcnt
+
+
+def rebalance_with(packing: Packing, weight: torch.Tensor, num_replicas: int,
+                   num_groups: int, num_nodes: int, num_gpus: int):
+    """DeepSeek's entry point with a chosen packing function; see `rebalance_experts`."""
+    weight = torch.as_tensor(weight).float().cpu()
+    if num_groups % num_nodes == 0:
+        topology = (num_replicas, num_groups, num_nodes, num_gpus)
+    else:
+        topology = (num_replicas, 1, 1, num_gpus)
+    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing=packing)
+    return phy2log, log2phy_from_ranks(phy2log, rank, logcnt), logcnt
+
+
+def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int,
+                      num_nodes: int, num_gpus: int):
+    """DeepSeek EPLB.
+
+    Args:
+        weight: [L, E] token counts per layer and logical expert.
+        num_replicas: P slots, a multiple of num_gpus; num_gpus a multiple of num_nodes.
+    Returns:
+        phy2log [L, P], log2phy [L, E, X] (-1 padded), logcnt [L, E], all int64.
+    """
+    return rebalance_with(balanced_packing, weight, num_replicas, num_groups, num_nodes, num_gpus)

@@ -1,0 +1,34 @@
+"""Instances: families, named sets, sets on disk and importers of real load dumps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eplbench.errors import BadInput
+from eplbench.instances.instance import Instance
+from eplbench.instances.named import SETS, build_set
+from eplbench.instances.store import load_set, save_set
+
+BUNDLED = Path(__file__).parent / "data"
+
+__all__ = ["Instance", "load_instances", "list_instance_sets", "save_set", "load_set"]
+
+
+def list_instance_sets() -> dict[str, str]:
+    """Set name -> "bundled" (ships with the package) or "generated" (built on request)."""
+    bundled = {path.name for path in BUNDLED.iterdir() if (path / "manifest.json").is_file()}
+    return {name: "bundled" if name in bundled else "generated"
+            for name in sorted(set(SETS) | bundled)}
+
+
+def load_instances(name_or_path: str) -> list[Instance]:
+    """A set folder, a bundled set name or a named set (generated in memory)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return load_set(path)
+    if (BUNDLED / name_or_path / "manifest.json").is_file():
+        return load_set(BUNDLED / name_or_path)
+    if name_or_path in SETS:
+        return build_set(name_or_path)
+    raise BadInput(f"{name_or_path}: not a set folder nor a known set "
+                   f"({', '.join(list_instance_sets())})")

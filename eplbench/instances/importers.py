@@ -1,0 +1,74 @@
+"""Matrices from files: `.npy`, `.pt`, `.csv` and `.json` (a list of rows, or an object
+holding one under `key`). Every refusal is a one-line BadInput naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from eplbench.errors import BadInput
+
+SUFFIXES = (".npy", ".pt", ".csv", ".json")
+
+
+def read_matrix(path: str | Path, key: str | None = None) -> np.ndarray:
+    """The 2-D array stored in `path` (dtype as stored; validation is the caller's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise BadInput(f"{path}: unsupported file type {suffix!r}; use {', '.join(SUFFIXES)}")
+    try:
+        value = _READERS[suffix](path, key)
+    except BadInput:
+        raise
+    except Exception as error:  # noqa: BLE001 - any parse failure is the file's problem
+        raise BadInput(f"{path}: cannot read ({type(error).__name__}: {error})") from None
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise BadInput(f"{path}: ragged rows") from None
+    if array.dtype == object:
+        raise BadInput(f"{path}: ragged or non-numeric rows")
+    return array
+
+
+def _read_npy(path: Path, key):
+    return np.load(path, allow_pickle=False)
+
+
+def _read_pt(path: Path, key):
+    import torch
+
+    value = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(value, dict):
+        value = _pick(value, key, path)
+    return value.numpy() if hasattr(value, "numpy") else value
+
+
+def _read_csv(path: Path, key):
+    rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
+    if rows and len({len(row) for row in rows}) > 1:
+        raise BadInput(f"{path}: ragged rows (lengths {sorted({len(row) for row in rows})})")
+    try:
+        return [[float(cell) for cell in row] for row in rows]
+    except ValueError as error:
+        raise BadInput(f"{path}: non-numeric cell ({error})") from None
+
+
+def _read_json(path: Path, key):
+    value = json.loads(path.read_text())
+    return _pick(value, key, path) if isinstance(value, dict) else value
+
+
+def _pick(mapping: dict, key, path: Path):
+    if key is None or key not in mapping:
+        raise BadInput(f"{path}: expected a matrix, or an object with key {key!r}; "
+                       f"found keys {sorted(mapping)[:5]}")
+    return mapping[key]
+
+
+_READERS = {".npy": _read_npy, ".pt": _read_pt, ".csv": _read_csv, ".json": _read_json}

@@ -1,0 +1,115 @@
+"""The EPLB problem of SPEC 1: topology, policies and the load matrix.
+
+A topology is `(num_replicas P, num_groups, num_nodes N, num_gpus G)`. GPU `g` holds the
+physical slots `g*S .. g*S+S-1` with `S = P // G`; node `n` holds GPUs `n*G/N .. (n+1)*G/N-1`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from eplbench.errors import BadInput
+
+
+class Policy(str, enum.Enum):
+    """Feasible sets of placements: `global` (any) or `hierarchical` (DeepSeek's)."""
+
+    GLOBAL = "global"
+    HIERARCHICAL = "hierarchical"
+
+    @classmethod
+    def parse(cls, value: "Policy | str") -> "Policy":
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise BadInput(f"unknown policy {value!r}; expected one of {names}") from None
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Cluster shape. All four fields are positive ints; see the module docstring."""
+
+    num_replicas: int
+    num_groups: int
+    num_nodes: int
+    num_gpus: int
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise BadInput(f"topology: {name} must be a positive integer, got {value!r}")
+        if self.num_replicas % self.num_gpus:
+            raise BadInput(f"topology: num_replicas={self.num_replicas} is not a multiple "
+                           f"of num_gpus={self.num_gpus}")
+        if self.num_gpus % self.num_nodes:
+            raise BadInput(f"topology: num_gpus={self.num_gpus} is not a multiple "
+                           f"of num_nodes={self.num_nodes}")
+
+    @property
+    def slots_per_gpu(self) -> int:
+        return self.num_replicas // self.num_gpus
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.num_gpus // self.num_nodes
+
+    @property
+    def slots_per_node(self) -> int:
+        return self.num_replicas // self.num_nodes
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        """`(num_replicas, num_groups, num_nodes, num_gpus)`, the order of `rebalance_experts`."""
+        return (self.num_replicas, self.num_groups, self.num_nodes, self.num_gpus)
+
+    def hierarchy_problem(self, num_experts: int) -> str | None:
+        """Why the hierarchical policy is undefined for `num_experts`, or None if it is defined."""
+        if num_experts % self.num_groups:
+            return f"num_experts={num_experts} is not a multiple of num_groups={self.num_groups}"
+        if self.num_groups % self.num_nodes:
+            return f"num_groups={self.num_groups} is not a multiple of num_nodes={self.num_nodes}"
+        return None
+
+    def validate_for(self, num_experts: int, policy: Policy | str = Policy.GLOBAL) -> None:
+        """Raise BadInput if this topology cannot place `num_experts` under `policy`."""
+        if self.num_replicas < num_experts:
+            raise BadInput(f"topology: num_replicas={self.num_replicas} is smaller than "
+                           f"num_experts={num_experts}")
+        if Policy.parse(policy) is Policy.HIERARCHICAL:
+            problem = self.hierarchy_problem(num_experts)
+            if problem:
+                raise BadInput(f"topology: hierarchical policy needs {problem}")
+
+    def __str__(self) -> str:
+        return (f"P={self.num_replicas} groups={self.num_groups} "
+                f"nodes={self.num_nodes} gpus={self.num_gpus}")
+
+
+def as_weight_matrix(weight, source: str = "weight") -> np.ndarray:
+    """Validate a load matrix and return it as `[L, E]` int64 token counts.
+
+    Accepts a torch tensor, a numpy array or nested lists. Refuses (BadInput naming
+    `source`) a wrong rank, an empty matrix, non-finite, negative or fractional values.
+    """
+    array = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
+    if array.dtype == object:
+        raise BadInput(f"{source}: ragged or non-numeric rows")
+    if array.ndim != 2:
+        raise BadInput(f"{source}: expected a [layers, experts] matrix, got {array.ndim} dimensions")
+    if array.size == 0:
+        raise BadInput(f"{source}: empty matrix of shape {list(array.shape)}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise BadInput(f"{source}: values of type {array.dtype} are not token counts")
+    if not np.all(np.isfinite(array)):
+        raise BadInput(f"{source}: contains NaN or infinite values")
+    if np.any(array < 0):
+        raise BadInput(f"{source}: contains negative values")
+    if np.issubdtype(array.dtype, np.floating):
+        if np.any(array != np.floor(array)):
+            raise BadInput(f"{source}: contains fractional values; loads are integer token counts")
+        if np.any(array >= 2.0**62):
+            raise BadInput(f"{source}: values too large for int64 token counts")
+    return array.astype(np.int64)
