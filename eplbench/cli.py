@@ -153,12 +153,44 @@ def _weights_and_topology(weights, topology, instance):
     if not (weights and topology):
         raise BadInput("give --instance SET:ID, or both --weights and --topology")
     try:
-        topo = Topology(*[int(part) for part in topology.split(",")])
-    except (TypeError, ValueError):
-        raise BadInput(f"--topology {topology!r}: expected four integers P,groups,nodes,gpus") from None
+        fields = [int(part) for part in topology.split(",")]
+    except ValueError:
+        fields = []
+    if len(fields) != 4:
+        raise BadInput(f"--topology {topology!r}: expected four integers P,groups,nodes,gpus")
+    topo = Topology(*fields)
     weight = as_weight_matrix(read_matrix(weights, key="weight"), source=weights)
     topo.validate_for(weight.shape[1])
     return weight, topo
+
+
+@main.command()
+@click.option("--heuristics", "-H", default="deepseek_fast", show_default=True,
+              help="Comma-separated heuristics to time against the baseline.")
+@click.option("--baseline", default="deepseek", show_default=True)
+@click.option("--repeats", default=7, show_default=True, type=click.IntRange(1))
+def bench(heuristics, baseline, repeats):
+    """Time heuristics against the baseline on the DeepSeek-V3 shape (58 layers x 256 experts,
+    288 slots, 32 GPUs; hierarchical 8 groups on 4 nodes, and global), one thread, calls
+    interleaved; print medians and the speed ratio."""
+    from eplbench.heuristics import load_heuristic
+    from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight, median, time_interleaved
+
+    names = list(dict.fromkeys([baseline, *_split(heuristics)]))
+    loaded = {name: load_heuristic(name) for name in names}
+    weight = deepseek_v3_weight()
+    table = Table(title=f"DeepSeek-V3 shape, median of {repeats}, one thread")
+    for column in ["policy", "heuristic", "median ms", f"speedup vs {baseline}"]:
+        table.add_column(column, justify="right")
+    for policy in ("hierarchical", "global"):
+        topology = DEEPSEEK_V3_SHAPE[policy]
+        calls = {name: (lambda h=h: h(weight, *topology)) for name, h in loaded.items()}
+        with stderr.status(f"timing {policy}"):
+            seconds = time_interleaved(calls, repeats)
+        for name in names:
+            ratio = median(seconds[baseline]) / median(seconds[name])
+            table.add_row(policy, name, f"{1e3 * median(seconds[name]):.3f}", f"{ratio:.1f}x")
+    stdout.print(table)
 
 
 @main.command("heuristics")

@@ -94,7 +94,10 @@ def as_weight_matrix(weight, source: str = "weight") -> np.ndarray:
     Accepts a torch tensor, a numpy array or nested lists. Refuses (BadInput naming
     `source`) a wrong rank, an empty matrix, non-finite, negative or fractional values.
     """
-    array = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
+    try:
+        array = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
+    except ValueError:
+        raise BadInput(f"{source}: ragged rows") from None
     if array.dtype == object:
         raise BadInput(f"{source}: ragged or non-numeric rows")
     if array.ndim != 2:

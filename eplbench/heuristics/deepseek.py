@@ -17,6 +17,7 @@ import torch
 from eplbench.heuristics.mapping import log2phy_from_ranks
 
 Packing = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+Replication = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def descending_order(weight: torch.Tensor) -> torch.Tensor:
@@ -71,22 +72,16 @@ def replicate_experts(weight: torch.Tensor, num_phy: int):
         logcnt: [X, num_log] int64 replica counts.
     """
     num_rows, num_log = weight.shape
-    logcnt = torch.ones(num_rows * num_log, dtype=torch.int64)
-    per_replica = weight.flatten().clone()  # weight / logcnt in float32, as the reference computes it
-    row_start = torch.arange(num_rows) * num_log
-    extra_experts, extra_ranks = [], []
-    for _ in range(num_log, num_phy):
-        # max(dim).indices takes the first of equal maxima, as in the reference
-        flat = row_start + per_replica.view(num_rows, num_log).max(dim=-1).indices
-        count = logcnt.take(flat)
-        logcnt.index_add_(0, flat, torch.ones_like(flat))
-        per_replica.index_copy_(0, flat, weight.flatten().take(flat) / (count + 1))
-        extra_experts.append(flat - row_start)
-        extra_ranks.append(count)
-    first = torch.arange(num_log).expand(num_rows, -1)
-    phy2log = torch.cat([first, *[e.unsqueeze(1) for e in extra_experts]], dim=1)
-    rank = torch.cat([torch.zeros_like(first), *[r.unsqueeze(1) for r in extra_ranks]], dim=1)
-    return phy2log, rank, logcnt.view(num_rows, num_log)
+    phy2log = torch.arange(num_phy, dtype=torch.int64).repeat(num_rows, 1)
+    rank = torch.zeros(num_rows, num_phy, dtype=torch.int64)
+    logcnt = torch.ones(num_rows, num_log, dtype=torch.int64)
+    rows = torch.arange(num_rows)
+    for slot in range(num_log, num_phy):
+        expert = (weight / logcnt).max(dim=-1).indices  # first of equal maxima
+        phy2log[:, slot] = expert
+        rank[:, slot] = logcnt[rows, expert]
+        logcnt[rows, expert] += 1
+    return phy2log, rank, logcnt
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
@@ -97,12 +92,14 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
 
 
 def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: int,
-                           num_nodes: int, num_gpus: int, packing: Packing):
+                           num_nodes: int, num_gpus: int, packing: Packing,
+                           replicate: Replication):
     """Groups to nodes, D'Hondt within each node, replicas to the node's GPUs.
 
     Args:
         weight: [L, E] float32 loads; E % num_groups == 0, num_groups % num_nodes == 0.
         packing: the balanced-packing function used for both packing steps.
+        replicate: the D'Hondt replication function.
     Returns:
         phy2log [L, P], rank [L, P], logcnt [L, E], all int64.
     """
@@ -120,7 +117,7 @@ def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: 
     node_major2log = inverse_permutation(log2node_major)
 
     node_weight = weight.gather(-1, node_major2log).view(-1, experts_per_node)
-    replica2local, replica_rank, local_count = replicate_experts(
+    replica2local, replica_rank, local_count = replicate(
         node_weight, num_replicas // num_nodes)
 
     replica_load = (node_weight / local_count).gather(-1, replica2local)
@@ -137,15 +134,15 @@ def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: 
     return phy2log, rank, logcnt
 
 
-def rebalance_with(packing: Packing, weight: torch.Tensor, num_replicas: int,
-                   num_groups: int, num_nodes: int, num_gpus: int):
-    """DeepSeek's entry point with a chosen packing function; see `rebalance_experts`."""
+def rebalance_with(packing: Packing, replicate: Replication, weight: torch.Tensor,
+                   num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int):
+    """DeepSeek's entry point with chosen stage functions; see `rebalance_experts`."""
     weight = torch.as_tensor(weight).float().cpu()
     if num_groups % num_nodes == 0:
         topology = (num_replicas, num_groups, num_nodes, num_gpus)
     else:
         topology = (num_replicas, 1, 1, num_gpus)
-    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing=packing)
+    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing, replicate)
     return phy2log, log2phy_from_ranks(phy2log, rank, logcnt), logcnt
 
 
@@ -159,4 +156,5 @@ def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int,
     Returns:
         phy2log [L, P], log2phy [L, E, X] (-1 padded), logcnt [L, E], all int64.
     """
-    return rebalance_with(balanced_packing, weight, num_replicas, num_groups, num_nodes, num_gpus)
+    return rebalance_with(balanced_packing, replicate_experts, weight, num_replicas, num_groups,
+                          num_nodes, num_gpus)

@@ -1,0 +1,5 @@
+"""`python -m eplbench` is the `eplbench` command."""
+
+from eplbench.cli import main
+
+main()

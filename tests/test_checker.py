@@ -1,0 +1,154 @@
+"""The checker: each kind of broken placement has its own reason; scores are exact."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from eplbench import InvalidPlacement, Topology, check, check_output
+from eplbench.heuristics.mapping import engine_maps
+
+TOPO = Topology(num_replicas=8, num_groups=2, num_nodes=2, num_gpus=4)
+WEIGHT = torch.tensor([[10, 20, 30, 40], [5, 5, 5, 5]])
+
+
+def good_phy2log():
+    # layer 0: experts 0,1 (group 0) on node 0 and 2,3 (group 1) on node 1
+    return torch.tensor([[0, 1, 1, 0, 3, 2, 3, 2], [0, 1, 0, 1, 2, 3, 2, 3]])
+
+
+def good_output():
+    return engine_maps(good_phy2log(), 4)
+
+
+def broken(kind):
+    phy2log, log2phy, logcnt = good_output()
+    if kind == "arity":
+        return (phy2log, logcnt)
+    if kind == "type":
+        return (phy2log.tolist(), log2phy, logcnt)
+    if kind == "nonfinite":
+        bad = phy2log.double()
+        bad[0, 0] = float("nan")
+        return (bad, log2phy, logcnt)
+    if kind == "dtype":
+        return (phy2log.int(), log2phy, logcnt)
+    if kind == "shape":
+        return (phy2log[:, :6], log2phy, logcnt)
+    if kind == "range":
+        bad = phy2log.clone()
+        bad[1, 3] = 4
+        return (bad, log2phy, logcnt)
+    if kind == "missing_expert":
+        bad = phy2log.clone()
+        bad[1, 1] = 0
+        bad[1, 3] = 0
+        return (bad, log2phy, logcnt)
+    if kind == "logcnt_mismatch":
+        bad = logcnt.clone()
+        bad[0, 0] += 1
+        bad[0, 1] -= 1
+        return (phy2log, log2phy, bad)
+    if kind == "log2phy_padding":
+        bad = log2phy.clone()
+        bad[0, 0, 1] = -7
+        return (phy2log, bad, logcnt)
+    if kind == "log2phy_mismatch":
+        bad = log2phy.clone()
+        bad[0, 0, 0], bad[0, 1, 0] = bad[0, 1, 0].item(), bad[0, 0, 0].item()
+        return (phy2log, bad, logcnt)
+    if kind == "log2phy_duplicate":
+        bad = log2phy.clone()
+        bad[0, 0, 1] = bad[0, 0, 0]
+        return (phy2log, bad, logcnt)
+    raise AssertionError(kind)
+
+
+KINDS = {"arity": "arity", "type": "type", "nonfinite": "nonfinite", "dtype": "dtype",
+         "shape": "shape", "range": "range", "missing_expert": "missing_expert",
+         "logcnt_mismatch": "logcnt_mismatch", "log2phy_padding": "log2phy_padding",
+         "log2phy_mismatch": "log2phy_mismatch", "log2phy_duplicate": "log2phy_mismatch"}
+
+
+def test_good_output_passes():
+    evaluation = check_output(WEIGHT, good_output(), TOPO)
+    assert evaluation.respects_hierarchy
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_broken_kind_has_its_reason(kind):
+    with pytest.raises(InvalidPlacement) as caught:
+        check_output(WEIGHT, broken(kind), TOPO)
+    assert caught.value.reason == KINDS[kind]
+    assert caught.value.detail
+
+
+def test_log2phy_with_wrong_rank_is_a_shape_error():
+    phy2log, log2phy, logcnt = good_output()
+    with pytest.raises(InvalidPlacement, match="shape"):
+        check(WEIGHT, phy2log, TOPO, log2phy=log2phy[0], logcnt=logcnt)
+
+
+def test_readme_fixture_loads_and_balancedness(readme_example):
+    """gpu_load and balancedness of the reference placement, as the reference printed them."""
+    case = readme_example["cases"][0]
+    topo = Topology(case["num_replicas"], case["num_groups"], case["num_nodes"], case["num_gpus"])
+    evaluation = check(readme_example["weight"], torch.tensor(case["phy2log"]), topo,
+                       log2phy=torch.tensor(case["log2phy"]), logcnt=torch.tensor(case["logcnt"]))
+    assert evaluation.gpu_load.tolist() == case["gpu_load"]
+    assert evaluation.balancedness_per_layer.tolist() == pytest.approx(
+        case["balancedness_per_layer"], rel=1e-15)
+    assert evaluation.respects_hierarchy
+
+
+def test_max_load_is_exact_with_thirds():
+    weight = [[10, 1, 1]]
+    topo = Topology(num_replicas=6, num_groups=1, num_nodes=1, num_gpus=3)
+    # expert 0 in 3 replicas of 10/3 (two on GPU 0), expert 1 in 2 replicas of 1/2
+    evaluation = check(weight, np.array([[0, 0, 1, 2, 0, 1]]), topo)
+    assert evaluation.max_load == [Fraction(20, 3)]
+    assert evaluation.gpu_load.tolist() == [[20 / 3, 1.5, 23 / 6]]
+    assert evaluation.mean_load == [Fraction(4)]
+    assert evaluation.balancedness == pytest.approx(4 / (20 / 3), rel=1e-15)
+    assert evaluation.colocated_replicas == 1
+
+
+def brute_loads(weight, phy2log, topo):
+    """Independent reference: Fractions slot by slot."""
+    loads = []
+    for row, slots in zip(weight, phy2log):
+        counts = {e: list(slots).count(e) for e in set(slots)}
+        gpu = [sum(Fraction(row[e], counts[e]) for e in slots[g * topo.slots_per_gpu:
+                                                                (g + 1) * topo.slots_per_gpu])
+               for g in range(topo.num_gpus)]
+        loads.append(max(gpu))
+    return loads
+
+
+@pytest.mark.parametrize("scale", [1, 10**15])
+def test_max_load_matches_fraction_reference_on_random_placements(scale):
+    """Random placements, counts up to 12 (lcm 27720) and loads up to 1e19: no overflow."""
+    rng = np.random.default_rng(7)
+    topo = Topology(num_replicas=24, num_groups=1, num_nodes=1, num_gpus=4)
+    for _ in range(30):
+        weight = rng.integers(0, 1000, size=(3, 6)) * scale
+        phy2log = np.concatenate([np.tile(np.arange(6), (3, 1)),
+                                  rng.integers(0, 6, size=(3, 18))], axis=1)
+        phy2log = np.take_along_axis(phy2log, rng.permuted(np.tile(np.arange(24), (3, 1)), axis=1), 1)
+        evaluation = check(weight.tolist(), phy2log, topo)
+        assert evaluation.max_load == brute_loads(weight.tolist(), phy2log.tolist(), topo)
+
+
+def test_hierarchy_detection():
+    topo = Topology(num_replicas=8, num_groups=2, num_nodes=2, num_gpus=4)
+    weight = [[1, 1, 1, 1]]
+    # expert 1 (group 0) has a replica on node 1: not hierarchical
+    split = check(weight, np.array([[0, 1, 0, 1, 2, 3, 1, 3]]), topo)
+    assert not split.respects_hierarchy
+    # both groups on node 0 and none on node 1 is impossible with 4 slots each; groups whole:
+    whole = check(weight, np.array([[2, 3, 3, 2, 0, 1, 0, 1]]), topo)
+    assert whole.respects_hierarchy
+    # a topology whose groups do not divide over nodes has no hierarchical placement
+    odd = Topology(num_replicas=8, num_groups=3, num_nodes=2, num_gpus=4)
+    assert not check([[1] * 6], np.array([[0, 1, 2, 3, 4, 5, 0, 1]]), odd).respects_hierarchy
