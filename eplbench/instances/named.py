@@ -35,7 +35,7 @@ def _mix(num_layers: int, shapes: list[tuple[int, Topology]]) -> list[Recipe]:
 
 SETS: dict[str, list[Recipe]] = {
     "tiny": _mix(2, [(4, Topology(6, 2, 1, 2)), (6, Topology(8, 2, 2, 4)),
-                     (8, Topology(8, 4, 2, 4))]),
+                     (8, Topology(8, 4, 2, 4)), (4, Topology(9, 2, 1, 3))]),
     "small": _mix(4, [(8, Topology(12, 2, 1, 2)), (12, Topology(16, 4, 2, 4)),
                       (16, Topology(20, 4, 2, 4)), (16, Topology(24, 8, 4, 4))]),
     "medium": _mix(4, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8)),

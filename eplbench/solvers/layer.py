@@ -1,0 +1,55 @@
+"""One layer, one policy, one method: incumbent, no-search bounds, then the exact method."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from eplbench.problem import Policy, Topology
+from eplbench.solvers.bounds import count_free_bound
+from eplbench.solvers.enumeration import EnumerationTooLarge, solve_global, solve_hierarchical
+from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+from eplbench.solvers.joint import solve_joint
+from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
+
+
+def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: str,
+                backend_class, time_limit: float, workers: int = 1, seed: int = 0,
+                incumbent: np.ndarray | None = None) -> SolveResult:
+    """Solve one layer (weight: [E] int64 tokens). method: "enum" or "joint".
+
+    "enum" falls back to the joint model (with `backend_class`) when the enumeration is too
+    large. incumbent: optional [P] warm start, valid for `policy`.
+    """
+    start = time.perf_counter()
+    deadline = start + time_limit
+    weight = np.asarray(weight, dtype=np.int64)
+    phy2log = incumbent if incumbent is not None else deepseek_placement(weight, topology, policy)
+    upper = layer_max_load(weight, phy2log, topology, policy)
+    lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
+    lower = min(lower, upper)
+    params = {"time_limit": time_limit, "workers": workers, "seed": seed, "method": method}
+    solver_name = "enum" if method == "enum" else backend_class.name
+    deterministic = None
+    if lower < upper and time_limit > 0:
+        found = None
+        if method == "enum":
+            try:
+                search = solve_hierarchical if policy is Policy.HIERARCHICAL else solve_global
+                found = search(weight, topology, phy2log, deadline)
+            except EnumerationTooLarge as reason:
+                params["fallback"] = f"joint model ({reason})"
+                solver_name = f"enum>{backend_class.name}"
+        if found is None:
+            found_phy2log, found_upper, proven, deterministic, extra = solve_joint(
+                weight, topology, policy, backend_class, phy2log, lower, deadline, workers, seed)
+            params.update(extra)
+            found = (found_phy2log, found_upper, proven)
+        phy2log, upper, proven = found
+        upper = layer_max_load(weight, phy2log, topology, policy)  # the checker has the last word
+        if proven is not None and proven > lower:
+            lower, source = min(proven, upper), solver_name
+    status = OPTIMAL if lower == upper else FEASIBLE
+    return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
+                       solver_name, params, backend_class.version, source)

@@ -1,0 +1,75 @@
+"""Every solver's claims checked against an independent brute force on the tiny set."""
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import eplbench as eb
+from eplbench.solvers import list_solvers, solve
+from eplbench.solvers.bounds import replica_bound
+
+from brute_force import optimum
+
+TINY = eb.load_instances("tiny")
+POLICIES = ["global", "hierarchical"]
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """Brute-force optimum per (instance, layer, policy)."""
+    values = {}
+    for instance in TINY:
+        for layer, row in enumerate(instance.weight.tolist()):
+            for policy in POLICIES:
+                values[instance.id, layer, policy] = optimum(row, *instance.topology.as_tuple(),
+                                                             policy)
+    return values
+
+
+@pytest.mark.parametrize("solver", sorted(list_solvers()))
+@pytest.mark.parametrize("policy", POLICIES)
+def test_optimal_claims_match_brute_force(truth, solver, policy):
+    certified = 0
+    for instance in TINY:
+        results = solve(instance.weight, instance.topology, policy, solver=solver, time_limit=20)
+        for layer, result in enumerate(results):
+            best = truth[instance.id, layer, policy]
+            assert result.lb <= best <= result.ub, (instance.id, layer)
+            evaluation = eb.check(instance.weight[layer:layer + 1], result.phy2log[None, :],
+                                  instance.topology)
+            assert evaluation.max_load[0] == result.ub
+            if policy == "hierarchical":
+                assert evaluation.respects_hierarchy
+            if result.status == "OPTIMAL":
+                assert result.ub == result.lb == best
+                certified += 1
+    assert certified == 2 * len(TINY), "tiny layers are certified within the time limit"
+
+
+def test_time_limit_zero_gives_honest_bounds(truth):
+    for instance in TINY:
+        for result, layer in zip(solve(instance.weight, instance.topology, "global",
+                                       time_limit=0.0), range(2)):
+            best = truth[instance.id, layer, "global"]
+            assert result.lb <= best <= result.ub
+            assert result.status == ("OPTIMAL" if result.lb == result.ub else "FEASIBLE")
+
+
+def test_dhondt_minimises_the_largest_replica():
+    """SPEC 10: D'Hondt's largest replica load is the minimum over all count vectors."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        num_experts = int(rng.integers(1, 6))
+        slots = num_experts + int(rng.integers(0, 6))
+        weight = rng.integers(0, 50, size=num_experts).tolist()
+        best = min(max(Fraction(w, c) for w, c in zip(weight, counts))
+                   for counts in itertools.product(range(1, slots + 1), repeat=num_experts)
+                   if sum(counts) == slots)
+        assert replica_bound(weight, slots) == best
+
+
+def test_unknown_solver_is_bad_input():
+    with pytest.raises(eb.BadInput, match="unknown solver"):
+        solve(TINY[0].weight, TINY[0].topology, solver="gurobi")
