@@ -193,6 +193,92 @@ def bench(heuristics, baseline, repeats):
     stdout.print(table)
 
 
+def _policies_for(instance, policies):
+    return [p for p in policies
+            if p == "global" or instance.topology.hierarchy_problem(instance.num_experts) is None]
+
+
+@main.command()
+@click.argument("instance_set")
+@click.option("--solver", default="enum", show_default=True,
+              help="enum (default, exact branch and bound), cpsat or mip (joint model).")
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds per layer and policy.")
+@click.option("--policy", "policies", default="global,hierarchical", show_default=True,
+              help="Policies to solve (hierarchical only where the topology defines it).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Solver threads (1 keeps runs reproducible).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Reference file to write or merge into. Default: SET/reference.json for "
+                   "a set folder, else ./SET.reference.json.")
+def solve(instance_set, solver, time_limit, policies, workers, out):
+    """Solve every layer of a set exactly and write / merge its reference values (SPEC 6)."""
+    from pathlib import Path
+
+    from eplbench.instances import load_instances
+    from eplbench.reference import entry_from_result, merge, read_reference, write_reference
+    from eplbench.solvers import solve as solve_layers
+
+    instances = load_instances(instance_set)
+    policy_list = _split(policies)
+    out = Path(out or (Path(instance_set) / "reference.json" if Path(instance_set).is_dir()
+                       else f"{Path(instance_set).name}.reference.json"))
+    previous = read_reference(out) if out.exists() else []
+    total = sum(i.num_layers * len(_policies_for(i, policy_list)) for i in instances)
+    entries = []
+    with _progress() as progress:
+        task = progress.add_task("solving", total=total)
+        for instance in instances:
+            for policy in _policies_for(instance, policy_list):
+                results = solve_layers(
+                    instance.weight, instance.topology, policy, solver, time_limit, workers,
+                    on_layer=lambda i, r: progress.update(
+                        task, advance=1, description=f"{instance.id} {policy} L{i}: {r.status}"))
+                entries += [entry_from_result(instance, layer, policy, result, str(out.name))
+                            for layer, result in enumerate(results)]
+    merged = merge(previous + entries)
+    write_reference(out, merged.values())
+    certified = sum(e.status == "OPTIMAL" for e in merged.values())
+    click.echo(f"{certified}/{len(merged)} layers certified optimal; wrote {out}")
+
+
+@main.command("solve-bench")
+@click.option("--sets", default="tiny,small", show_default=True,
+              help="Comma-separated instance sets (names or folders).")
+@click.option("--solver", default="enum", show_default=True)
+@click.option("--policy", default="global", show_default=True)
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+def solve_bench(sets, solver, policy, time_limit, workers):
+    """Per set: share of layers certified optimal, median and max time to certify, median
+    and max final gap (ub - lb) / ub."""
+    from eplbench.instances import load_instances
+    from eplbench.solvers import solve as solve_layers
+
+    table = Table(title=f"{solver}, {policy} policy, {time_limit:g} s per layer, "
+                        f"{workers} worker(s)")
+    for column in ["set", "layers", "certified", "median s to certify", "max s to certify",
+                   "median gap", "max gap"]:
+        table.add_column(column, justify="right")
+    for name in _split(sets):
+        results = []
+        with stderr.status(f"solving {name}") as status:
+            for instance in load_instances(name):
+                if policy in _policies_for(instance, [policy]):
+                    results += solve_layers(instance.weight, instance.topology, policy, solver,
+                                            time_limit, workers)
+                    status.update(f"solving {name}: {len(results)} layers")
+        certified = [r.wall_time for r in results if r.status == "OPTIMAL"]
+        gaps = [r.gap for r in results]
+        table.add_row(name, str(len(results)),
+                      f"{len(certified) / max(1, len(results)):.0%}",
+                      _fmt(np.median(certified) if certified else np.nan, "{:.3f}"),
+                      _fmt(max(certified) if certified else np.nan, "{:.3f}"),
+                      _fmt(np.median(gaps) if gaps else np.nan, "{:.2e}"),
+                      _fmt(max(gaps) if gaps else np.nan, "{:.2e}"))
+    stdout.print(table)
+
+
 @main.command("heuristics")
 def heuristics_command():
     """List the built-in heuristics."""

@@ -69,3 +69,16 @@ def packing_bounds(loads: list[Fraction], num_gpus: int, slots_per_gpu: int) -> 
     smallest = loads[len(loads) - (slots_per_gpu - 1):] if slots_per_gpu > 1 else []
     bounds["largest_plus_smallest"] = loads[0] + sum(smallest, Fraction(0))
     return bounds
+
+
+def node_mean_bound(weight, num_groups: int, num_nodes: int, num_gpus: int,
+                    assignments) -> Fraction:
+    """Hierarchical policy: min over balanced group-to-node `assignments` (lists of group
+    tuples, one per node) of the heaviest node's total / its G / N GPUs."""
+    group_size = len(weight) // num_groups
+    group_total = [int(np.sum(weight[g * group_size:(g + 1) * group_size]))
+                   for g in range(num_groups)]
+    per_node_gpus = num_gpus // num_nodes
+    return min(Fraction(max(sum(group_total[g] for g in node) for node in assignment),
+                        per_node_gpus)
+               for assignment in assignments)

@@ -7,10 +7,12 @@ import time
 import numpy as np
 
 from eplbench.problem import Policy, Topology
-from eplbench.solvers.bounds import count_free_bound
-from eplbench.solvers.enumeration import EnumerationTooLarge, solve_global, solve_hierarchical
+from eplbench.solvers.bounds import count_free_bound, node_mean_bound
+from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
+                                          solve_global, solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import solve_joint
+from eplbench.solvers.local_search import improve_by_swaps
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 
 
@@ -25,9 +27,15 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     start = time.perf_counter()
     deadline = start + time_limit
     weight = np.asarray(weight, dtype=np.int64)
-    phy2log = incumbent if incumbent is not None else deepseek_placement(weight, topology, policy)
+    if incumbent is None:
+        incumbent = improve_by_swaps(weight, deepseek_placement(weight, topology, policy),
+                                     topology)
+    phy2log = incumbent
     upper = layer_max_load(weight, phy2log, topology, policy)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
+    if policy is Policy.HIERARCHICAL:
+        lower, source = max((lower, source), (hierarchy_bound(weight, topology), "node_mean"),
+                            key=lambda item: item[0])
     lower = min(lower, upper)
     params = {"time_limit": time_limit, "workers": workers, "seed": seed, "method": method}
     solver_name = "enum" if method == "enum" else backend_class.name
@@ -53,3 +61,13 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     status = OPTIMAL if lower == upper else FEASIBLE
     return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
                        solver_name, params, backend_class.version, source)
+
+
+def hierarchy_bound(weight: np.ndarray, topology: Topology):
+    """The node-mean bound over all balanced group-to-node assignments (0 if too many)."""
+    try:
+        assignments = balanced_assignments(topology.num_groups, topology.num_nodes)
+    except EnumerationTooLarge:
+        return 0
+    return node_mean_bound(weight, topology.num_groups, topology.num_nodes,
+                           topology.num_gpus, assignments)

@@ -1,0 +1,124 @@
+"""Reference values (SPEC 6), like MIPLIB's .solu files: per instance layer and policy, the
+best known ub (with its placement), the best proven lb, the status and who proved them.
+
+Merging keeps the min ub and the max lb; an lb above an ub is an error naming both sources.
+Stored as JSON with exact rationals written "num/den".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from eplbench.errors import BadInput
+from eplbench.solvers.result import FEASIBLE, OPTIMAL
+
+FORMAT_VERSION = 1
+FILENAME = "reference.json"
+
+
+@dataclass
+class ReferenceEntry:
+    """One layer's reference. ub_source / lb_source: "solver@origin" of each bound."""
+
+    instance: str
+    instance_hash: str
+    layer: int
+    policy: str
+    ub: Fraction
+    lb: Fraction
+    ub_source: str
+    lb_source: str
+    phy2log: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return OPTIMAL if self.ub == self.lb else FEASIBLE
+
+    @property
+    def key(self) -> tuple:
+        return (self.instance_hash, self.layer, self.policy)
+
+
+def entry_from_result(instance, layer: int, policy: str, result, origin: str) -> ReferenceEntry:
+    """A reference entry from a SolveResult (solver name tagged with `origin`)."""
+    source = f"{result.solver} {result.version}@{origin}"
+    return ReferenceEntry(instance.id, instance.content_hash, layer, policy, result.ub,
+                          result.lb, source, source, result.phy2log.tolist(),
+                          {**result.params, "wall_time": round(result.wall_time, 4)})
+
+
+def merge(entries: list[ReferenceEntry]) -> dict[tuple, ReferenceEntry]:
+    """Keyed by (instance_hash, layer, policy): min ub, max lb; BadInput if lb > ub."""
+    merged: dict[tuple, ReferenceEntry] = {}
+    for entry in entries:
+        old = merged.get(entry.key)
+        if old is None:
+            merged[entry.key] = entry
+            continue
+        best_ub = old if old.ub <= entry.ub else entry
+        best_lb = old if old.lb >= entry.lb else entry
+        if best_lb.lb > best_ub.ub:
+            raise BadInput(f"inconsistent reference for {entry.instance} layer {entry.layer} "
+                           f"({entry.policy}): lb {best_lb.lb} from {best_lb.lb_source} exceeds "
+                           f"ub {best_ub.ub} from {best_ub.ub_source}")
+        merged[entry.key] = ReferenceEntry(
+            entry.instance, entry.instance_hash, entry.layer, entry.policy, best_ub.ub,
+            best_lb.lb, best_ub.ub_source, best_lb.lb_source, best_ub.phy2log, best_ub.params)
+    return merged
+
+
+def read_reference(path: str | os.PathLike) -> list[ReferenceEntry]:
+    """Entries of a reference file; BadInput naming the file when it is malformed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return [ReferenceEntry(**{**_without(raw, "status"), "ub": Fraction(raw["ub"]),
+                                  "lb": Fraction(raw["lb"])})
+                for raw in data["entries"]]
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise BadInput(f"{path}: malformed reference file ({type(error).__name__}: {error})") \
+            from None
+
+
+def _without(raw: dict, key: str) -> dict:
+    """The stored row less a derived field (status follows from ub and lb)."""
+    return {k: v for k, v in raw.items() if k != key}
+
+
+def write_reference(path: str | os.PathLike, entries) -> Path:
+    """Write entries (sorted, exact rationals as "num/den") atomically."""
+    path = Path(path)
+    rows = []
+    for entry in sorted(entries, key=lambda e: (e.instance, e.layer, e.policy)):
+        row = asdict(entry)
+        row["ub"], row["lb"], row["status"] = str(entry.ub), str(entry.lb), entry.status
+        rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as out:  # one entry per line: small diffs, easy to grep
+        out.write(f'{{"format_version": {FORMAT_VERSION}, "entries": [\n')
+        out.write(",\n".join(json.dumps(row) for row in rows))
+        out.write("\n]}\n")
+    os.replace(temporary, path)
+    return path
+
+
+def reference_table(entries) -> "pandas.DataFrame":
+    """One row per entry: instance, instance_hash, layer, policy, ref_ub, ref_lb (floats),
+    ref_ub_num/den, ref_lb_num/den, ref_status."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "instance": e.instance, "instance_hash": e.instance_hash, "layer": e.layer,
+        "policy": e.policy, "ref_ub": float(e.ub), "ref_lb": float(e.lb),
+        "ref_ub_num": e.ub.numerator, "ref_ub_den": e.ub.denominator,
+        "ref_lb_num": e.lb.numerator, "ref_lb_den": e.lb.denominator, "ref_status": e.status,
+    } for e in entries])
