@@ -45,43 +45,72 @@ def _split(value: str | None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()] if value else []
 
 
+BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
+
+
 @main.command()
 @click.option("--heuristics", "-H", help="Comma-separated built-in names, path/to/file.py "
               "or pkg.module:function. Default: every built-in.")
-@click.option("--instances", "-i", "instance_set", default="small", show_default=True,
-              help="A bundled or named set, or a set folder.")
+@click.option("--instances", "-i", "instance_sets", default=BUNDLED_RUN, show_default=True,
+              help="Comma-separated bundled or named sets, or set folders.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
               help="Timed calls per heuristic and instance (the median is kept).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds one call may take before it is stopped and scored invalid.")
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="Reference-value file for the gaps. Default: each set's own, if it has one.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results table "
               "(.parquet or .csv), one row per heuristic, instance and layer.")
-def run(heuristics, instance_set, repeats, time_limit, out):
-    """Run heuristics on an instance set and print balancedness and speed per heuristic.
+def run(heuristics, instance_sets, repeats, time_limit, reference, out):
+    """Run heuristics on instance sets; per set, print balancedness, optimality gap to the
+    reference values, and speed relative to the DeepSeek port.
 
     Exit 1 when some heuristic produced an invalid placement (its rows say why).
     """
+    import pandas as pd
+
     from eplbench.heuristics import BUILTINS
-    from eplbench.instances import load_instances
     from eplbench.reports.tables import heuristic_summary
     from eplbench.results import write_results
-    from eplbench.runner import RunOptions, run_heuristics
+    from eplbench.runner import RunOptions
 
     names = _split(heuristics) or list(BUILTINS)
-    instances = load_instances(instance_set)
     options = RunOptions(repeats=repeats, time_limit=time_limit)
+    sets = _split(instance_sets)
+    loaded = [(name, *_instances_and_reference(name, reference)) for name in sets]
+    tables = []
+    for name, instances, entries in loaded:
+        table = _run_set(names, instances, entries, options).assign(instance_set=name)
+        tables.append(table)
+        _print_summary(heuristic_summary(table), name, options.baseline)
+        if entries is None:
+            stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
+    table = pd.concat(tables, ignore_index=True)
+    if out:
+        write_results(table, out)
+        stderr.print(f"wrote {len(table)} rows to {out}")
+    sys.exit(0 if table.valid.all() else 1)
+
+
+def _instances_and_reference(name, reference):
+    from eplbench.instances import load_instances, reference_path
+    from eplbench.reference import read_reference
+
+    path = reference or reference_path(name)
+    return load_instances(name), read_reference(path) if path else None
+
+
+def _run_set(names, instances, entries, options):
+    from eplbench.gaps import attach_reference
+    from eplbench.runner import run_heuristics
+
     total = len(instances) * len(set(names) | {options.baseline})
     with _progress() as progress:
         task = progress.add_task("running", total=total)
         table = run_heuristics(names, instances, options,
                                on_step=lambda label: progress.update(task, advance=1,
                                                                      description=label))
-    if out:
-        write_results(table, out)
-        stderr.print(f"wrote {len(table)} rows to {out}")
-    summary = heuristic_summary(table)
-    _print_summary(summary, instance_set, options.baseline)
-    sys.exit(0 if (summary.valid == summary.instances).all() else 1)
+    return attach_reference(table, entries) if entries is not None else table
 
 
 def _progress() -> Progress:
@@ -90,16 +119,26 @@ def _progress() -> Progress:
 
 
 def _print_summary(summary, instance_set: str, baseline: str) -> None:
+    has_gaps = "gap_mean" in summary
     table = Table(title=f"heuristics on {instance_set}")
-    for column in ["heuristic", "valid", "balancedness mean", "min", "hierarchy",
-                   "runtime ms", f"speed vs {baseline}", "failures"]:
+    columns = ["heuristic", "valid", "balancedness mean", "min", "hierarchy"]
+    columns += ["gap mean", "gap max", "ref certified"] if has_gaps else []
+    columns += ["runtime ms", f"speed vs {baseline}", "failures"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("heuristic", "failures") else "right")
     for row in summary.itertuples():
-        table.add_row(row.heuristic, f"{row.valid}/{row.instances}",
-                      _fmt(row.balancedness_mean, "{:.4f}"), _fmt(row.balancedness_min, "{:.4f}"),
-                      _fmt(row.hierarchy, "{:.0%}"), _fmt(row.runtime_ms, "{:.3g}"),
-                      _fmt(row.speedup, "{:.3g}x"), row.failures)
+        cells = [row.heuristic, f"{row.valid}/{row.instances}",
+                 _fmt(row.balancedness_mean, "{:.4f}"), _fmt(row.balancedness_min, "{:.4f}"),
+                 _fmt(row.hierarchy, "{:.0%}")]
+        if has_gaps:
+            cells += [_fmt(row.gap_mean, "{:.3%}"), _fmt(row.gap_max, "{:.3%}"),
+                      _fmt(row.certified, "{:.0%}")]
+        cells += [_fmt(row.runtime_ms, "{:.3g}"), _fmt(row.speedup, "{:.3g}x"), row.failures]
+        table.add_row(*cells)
     stdout.print(table)
+    if has_gaps:
+        stdout.print("gap: (max load - optimum) / optimum, summed over layers; where the "
+                     "reference is not certified, against its lower bound (an upper end).")
 
 
 def _fmt(value, pattern: str) -> str:
@@ -142,7 +181,7 @@ def check(placement, weights, topology, instance):
 def _weights_and_topology(weights, topology, instance):
     from eplbench.instances import load_instances
     from eplbench.instances.importers import read_matrix
-    from eplbench.problem import Topology, as_weight_matrix
+    from eplbench.problem import as_weight_matrix
 
     if instance:
         set_name, _, instance_id = instance.rpartition(":")
@@ -152,16 +191,22 @@ def _weights_and_topology(weights, topology, instance):
         return matches[0].weight, matches[0].topology
     if not (weights and topology):
         raise BadInput("give --instance SET:ID, or both --weights and --topology")
-    try:
-        fields = [int(part) for part in topology.split(",")]
-    except ValueError:
-        fields = []
-    if len(fields) != 4:
-        raise BadInput(f"--topology {topology!r}: expected four integers P,groups,nodes,gpus")
-    topo = Topology(*fields)
+    topo = _parse_topology(topology)
     weight = as_weight_matrix(read_matrix(weights, key="weight"), source=weights)
     topo.validate_for(weight.shape[1])
     return weight, topo
+
+
+def _parse_topology(text: str):
+    from eplbench.problem import Topology
+
+    try:
+        fields = [int(part) for part in text.split(",")]
+    except ValueError:
+        fields = []
+    if len(fields) != 4:
+        raise BadInput(f"--topology {text!r}: expected four integers P,groups,nodes,gpus")
+    return Topology(*fields)
 
 
 @main.command()
@@ -302,15 +347,93 @@ def instances_list():
         click.echo(f"{name:<12} {where}")
 
 
-@instances.command("generate")
-@click.option("--set", "set_name", required=True, help="A named set (see `instances list`).")
+@instances.command("show")
+@click.argument("instance_set")
+def instances_show(instance_set):
+    """List a set's instances: id, family, shape, topology, total load, content hash."""
+    from eplbench.instances import load_instances
+
+    table = Table(title=instance_set)
+    for column in ["id", "family", "layers x experts", "topology", "tokens", "sha256"]:
+        table.add_column(column)
+    for item in load_instances(instance_set):
+        table.add_row(item.id, item.family, f"{item.num_layers} x {item.num_experts}",
+                      str(item.topology), str(int(item.weight.sum())), item.content_hash[:12])
+    stdout.print(table)
+
+
+@instances.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--topology", required=True, help="num_replicas,num_groups,num_nodes,num_gpus.")
+@click.option("--window", type=click.IntRange(1), help="expert-load.json: records per window "
+              "(default: all records in one window).")
+@click.option("--name", default="imported", show_default=True, help="Set name (id prefix).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder to write (replaced whole).")
-def instances_generate(set_name, out):
-    """Write a named set as a folder: manifest.json + loads.npz."""
-    from eplbench.instances import save_set
+def instances_import(files, topology, window, name, out):
+    """Import real load dumps (expert-load.json, .npy, .pt, .csv) as an instance set."""
+    from pathlib import Path
+
+    from eplbench.instances import Instance, save_set
+    from eplbench.instances.importers import import_loads
+
+    topo = _parse_topology(topology)
+    items = []
+    for path in files:
+        for index, weight in enumerate(import_loads(path, window)):
+            topo.validate_for(weight.shape[1])
+            items.append(Instance(id=f"{name}/{Path(path).stem}-{index:03d}", weight=weight,
+                                  topology=topo, family="imported",
+                                  params={"file": Path(path).name, "window": window or 0,
+                                          "index": index}))
+    save_set(out, name, items)
+    click.echo(f"wrote {len(items)} instances to {out}")
+
+
+@instances.command("generate")
+@click.option("--set", "set_name", help="A named set (see `instances list`).")
+@click.option("--family", help="Or one family (uniform, lognormal, zipf, hotspot, "
+              "group_skewed, routing) with the options below.")
+@click.option("--param", "params", multiple=True, help="Family parameter k=v (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances to draw (seeds seed, seed+1, ...).")
+@click.option("--layers", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--experts", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--topology", default="20,4,2,4", show_default=True,
+              help="num_replicas,num_groups,num_nodes,num_gpus.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write (replaced whole).")
+def instances_generate(set_name, family, params, seed, count, layers, experts, topology, out):
+    """Write an instance set folder (manifest.json + loads.npz): a named set, or `count`
+    draws of one family. The same command always writes the same bytes."""
+    from eplbench.instances import Instance, save_set
+    from eplbench.instances.families import generate
     from eplbench.instances.named import build_set
 
-    instances_ = build_set(set_name)
-    save_set(out, set_name, instances_)
-    click.echo(f"wrote {len(instances_)} instances of {set_name} to {out}")
+    if bool(set_name) == bool(family):
+        raise BadInput("give exactly one of --set NAME or --family FAMILY")
+    if set_name:
+        name, items = set_name, build_set(set_name)
+    else:
+        topo = _parse_topology(topology)
+        topo.validate_for(experts)
+        values = dict(_parse_param(text) for text in params)
+        name = family
+        items = [Instance(id=f"{family}/{seed + index:06d}", topology=topo, family=family,
+                          weight=generate(family, seed + index, layers, experts, **values),
+                          params=values, seed=seed + index) for index in range(count)]
+    save_set(out, name, items)
+    click.echo(f"wrote {len(items)} instances of {name} to {out}")
+
+
+def _parse_param(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise BadInput(f"--param {text!r}: expected key=value")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    raise BadInput(f"--param {text!r}: value must be a number")

@@ -42,10 +42,14 @@ def test_broken_candidates_are_reported_and_others_print(tmp_path):
         assert Path(spec).name in result.output or spec in result.output
 
 
-def test_run_default_prints_both_deepseek_rows():
+def test_run_default_prints_gaps_for_both_deepseek_rows():
     result = CliRunner().invoke(main, ["run", "--repeats", "1"])
     assert result.exit_code == 0, result.output
-    assert "deepseek_fast" in result.output and "16/16" in result.output
+    for name in ("tiny", "small", "medium-cut", "deepseek-v3-cut"):
+        assert f"heuristics on {name}" in result.output
+    assert "deepseek_fast" in result.output and "20/20" in result.output
+    assert "gap mean" in result.output and "ref certified" in result.output
+    assert "no reference values" not in result.output
 
 
 def test_unknown_heuristic_is_bad_input():

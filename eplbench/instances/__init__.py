@@ -11,7 +11,8 @@ from eplbench.instances.store import load_set, save_set
 
 BUNDLED = Path(__file__).parent / "data"
 
-__all__ = ["Instance", "load_instances", "list_instance_sets", "save_set", "load_set"]
+__all__ = ["Instance", "load_instances", "list_instance_sets", "reference_path", "save_set",
+           "load_set"]
 
 
 def list_instance_sets() -> dict[str, str]:
@@ -19,6 +20,14 @@ def list_instance_sets() -> dict[str, str]:
     bundled = {path.name for path in BUNDLED.iterdir() if (path / "manifest.json").is_file()}
     return {name: "bundled" if name in bundled else "generated"
             for name in sorted(set(SETS) | bundled)}
+
+
+def reference_path(name_or_path: str) -> Path | None:
+    """The reference-value file that goes with a set folder or a bundled set, if any."""
+    for folder in (Path(name_or_path), BUNDLED / name_or_path):
+        if (folder / "reference.json").is_file():
+            return folder / "reference.json"
+    return None
 
 
 def load_instances(name_or_path: str) -> list[Instance]:

@@ -72,3 +72,44 @@ def _pick(mapping: dict, key, path: Path):
 
 
 _READERS = {".npy": _read_npy, ".pt": _read_pt, ".csv": _read_csv, ".json": _read_json}
+
+
+def read_expert_load_json(path: str | Path, window: int | None = None) -> list[np.ndarray]:
+    """ADRS / vLLM `expert-load.json`: `load_history[k].logical_expert_load` is a
+    [layers][experts] list per record; records are summed over windows of `window` records
+    (all of them when None). Returns one [L, E] int64 matrix per complete window."""
+    from eplbench.problem import as_weight_matrix
+
+    path = Path(path)
+    try:
+        history = json.loads(path.read_text())["load_history"]
+        records = [record["logical_expert_load"] for record in history]
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BadInput(f"{path}: not an expert-load.json "
+                       f"(needs load_history[k].logical_expert_load; {type(error).__name__}: "
+                       f"{error})") from None
+    if not records:
+        raise BadInput(f"{path}: load_history is empty")
+    matrices = [as_weight_matrix(record, source=f"{path} record {index}")
+                for index, record in enumerate(records)]
+    shapes = {matrix.shape for matrix in matrices}
+    if len(shapes) > 1:
+        raise BadInput(f"{path}: records have different shapes {sorted(shapes)}")
+    size = window or len(matrices)
+    if size < 1 or size > len(matrices):
+        raise BadInput(f"{path}: window of {size} records, but the file holds {len(matrices)}")
+    return [np.sum(matrices[start:start + size], axis=0)
+            for start in range(0, len(matrices) - size + 1, size)]
+
+
+def import_loads(path: str | Path, window: int | None = None) -> list[np.ndarray]:
+    """[L, E] int64 matrices from any supported file: one per window for expert-load.json
+    (a .json with `load_history`), else the one matrix the file holds."""
+    from eplbench.problem import as_weight_matrix
+
+    path = Path(path)
+    if path.suffix.lower() == ".json" and path.is_file() and '"load_history"' in path.read_text():
+        return read_expert_load_json(path, window)
+    return [as_weight_matrix(read_matrix(path, key="weight"), source=str(path))]

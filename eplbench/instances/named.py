@@ -1,7 +1,9 @@
 """Named instance sets: recipes of (family, params, shape, topology), seeds from names.
 
 `tiny` is small enough for brute force, `small` certifiable in seconds, `medium` the
-E = 32-64, G = 8 regime. Each set mixes families, redundancy levels and node counts.
+E = 32-64, G = 8 regime. Each of these mixes families, redundancy levels and node counts.
+The model-shaped sets (`deepseek-v3`, `qwen3-moe`, `kimi-k2`, `adrs`) take their loads from
+the routing simulator; `*-cut` sets are the bundled slices.
 """
 
 from __future__ import annotations
@@ -24,13 +26,27 @@ class Recipe:
 
 
 FAMILY_MIX = [("uniform", {}), ("lognormal", {"sigma": 1.0}), ("zipf", {"s": 1.0}),
-              ("hotspot", {"hot": 2, "share": 0.4})]
+              ("hotspot", {"hot": 2, "share": 0.4}), ("group_skewed", {"skew": 4.0})]
 
 
 def _mix(num_layers: int, shapes: list[tuple[int, Topology]]) -> list[Recipe]:
-    """Every family of FAMILY_MIX on every (num_experts, topology)."""
-    return [Recipe(family, num_layers, experts, topology, params)
-            for experts, topology in shapes for family, params in FAMILY_MIX]
+    """Every family of FAMILY_MIX on every (num_experts, topology); group-skewed loads use
+    the topology's groups."""
+    recipes = []
+    for experts, topology in shapes:
+        for family, params in FAMILY_MIX:
+            if family == "group_skewed":
+                params = {**params, "groups": topology.num_groups,
+                          "hot_groups": max(1, topology.num_groups // 4)}
+            recipes.append(Recipe(family, num_layers, experts, topology, params))
+    return recipes
+
+
+def _routed(num_layers: int, num_experts: int, topology: Topology, groups: int,
+            topk_groups: int, top_k: int = 8) -> list[Recipe]:
+    return [Recipe("routing", num_layers, num_experts, topology,
+                   {"groups": groups, "topk_groups": topk_groups, "top_k": top_k,
+                    "tokens": 8192})]
 
 
 SETS: dict[str, list[Recipe]] = {
@@ -40,6 +56,13 @@ SETS: dict[str, list[Recipe]] = {
                       (16, Topology(20, 4, 2, 4)), (16, Topology(24, 8, 4, 4))]),
     "medium": _mix(4, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8)),
                        (64, Topology(72, 8, 2, 8))]),
+    "medium-cut": _mix(2, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8))]),
+    # model-shaped sets (SPEC 5); loads from the routing simulator
+    "deepseek-v3": _routed(58, 256, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
+    "deepseek-v3-cut": _routed(2, 256, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
+    "qwen3-moe": _routed(94, 128, Topology(160, 1, 4, 32), groups=1, topk_groups=1),
+    "kimi-k2": _routed(60, 384, Topology(416, 1, 4, 32), groups=1, topk_groups=1),
+    "adrs": _routed(58, 64, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
 }
 
 

@@ -28,9 +28,15 @@ def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
     Columns: instances, valid, balancedness mean and min over valid instances,
     hierarchy (share of valid instances that respect it), runtime_ms (median over
     instances), speedup (geometric mean of baseline time / time; >1 is faster),
-    failures ("reason x count" for invalid instances).
+    failures ("reason x count" for invalid instances); with reference values also
+    gap_mean, gap_max (of gap_hi, the conservative end of each instance's gap interval,
+    exact where the reference is certified) and certified (share of instances whose
+    reference is certified on every layer).
     """
+    from eplbench.gaps import instance_gaps
+
     per_instance = instance_summary(table)
+    gaps = instance_gaps(table) if "ref_status" in table else None
     rows = []
     for name, group in per_instance.groupby("heuristic", sort=False):
         valid = group[group.valid]
@@ -44,5 +50,15 @@ def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
             "runtime_ms": 1e3 * group.runtime_s.median(),
             "speedup": float(np.exp(-np.log(ratios).mean())) if len(ratios) else np.nan,
             "failures": ", ".join(f"{reason} x{count}" for reason, count in failures.items()),
+            **_gap_summary(gaps, name),
         })
     return pd.DataFrame(rows)
+
+
+def _gap_summary(gaps, name) -> dict:
+    if gaps is None:
+        return {}
+    mine = gaps[gaps.heuristic == name]
+    return {"gap_mean": mine.gap_hi.mean(), "gap_max": mine.gap_hi.max(),
+            "gap_lo_mean": mine.gap_lo.mean(), "with_reference": len(mine),
+            "certified": mine.certified.mean() if len(mine) else np.nan}

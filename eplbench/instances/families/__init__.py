@@ -18,6 +18,8 @@ FAMILIES = {
     "lognormal": "eplbench.instances.families.lognormal",
     "zipf": "eplbench.instances.families.zipf",
     "hotspot": "eplbench.instances.families.hotspot",
+    "group_skewed": "eplbench.instances.families.group_skewed",
+    "routing": "eplbench.instances.families.routing",
 }
 
 

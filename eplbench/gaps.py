@@ -1,0 +1,71 @@
+"""Optimality gaps of heuristics against reference values (SPEC 7).
+
+Each layer row is compared with the reference of the policy its placement respects: the
+hierarchical optimum when the placement is hierarchical and that reference exists, else the
+global optimum (a lower bound for every placement). With a certified optimum the gap is
+(h - opt) / opt; otherwise the interval [(h - ub) / ub, (h - lb) / lb].
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+
+GAP_COLUMNS = ["ref_policy", "ref_ub_num", "ref_ub_den", "ref_lb_num", "ref_lb_den",
+               "ref_status", "gap_lo", "gap_hi"]
+
+
+def attach_reference(table: pd.DataFrame, entries) -> pd.DataFrame:
+    """Add the GAP_COLUMNS to a results table (rows without a reference get NaN)."""
+    by_key = {entry.key: entry for entry in entries}
+    columns = {name: [] for name in GAP_COLUMNS}
+    for row in table.itertuples():
+        entry = _reference_for(row, by_key)
+        values = dict.fromkeys(GAP_COLUMNS, np.nan)
+        if entry is not None:
+            values.update(ref_policy=entry.policy, ref_status=entry.status,
+                          ref_ub_num=entry.ub.numerator, ref_ub_den=entry.ub.denominator,
+                          ref_lb_num=entry.lb.numerator, ref_lb_den=entry.lb.denominator)
+            if row.valid:
+                load = Fraction(int(row.max_load_num), int(row.max_load_den))
+                values.update(gap_lo=_relative(load, entry.ub), gap_hi=_relative(load, entry.lb))
+        for name in GAP_COLUMNS:
+            columns[name].append(values[name])
+    return table.assign(**columns)
+
+
+def _reference_for(row, by_key):
+    hierarchical = getattr(row, "respects_hierarchy", False) is True
+    if hierarchical and (row.instance_hash, row.layer, "hierarchical") in by_key:
+        return by_key[row.instance_hash, row.layer, "hierarchical"]
+    return by_key.get((row.instance_hash, row.layer, "global"))
+
+
+def _relative(value: Fraction, reference: Fraction) -> float:
+    if reference == 0:
+        return 0.0 if value == 0 else float("inf")
+    return float((value - reference) / reference)
+
+
+def instance_gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (heuristic, instance) with a reference on every layer: gap_lo, gap_hi
+    from the layer sums (SPEC 7), and certified (every layer's reference is OPTIMAL)."""
+    rows = []
+    for (heuristic, instance), group in table.groupby(["heuristic", "instance"], sort=False):
+        if group.ref_status.isna().any():
+            continue
+        row = {"heuristic": heuristic, "instance": instance,
+               "certified": bool((group.ref_status == "OPTIMAL").all()),
+               "gap_lo": np.nan, "gap_hi": np.nan}
+        if group.valid.all():
+            load = _sum(group.max_load_num, group.max_load_den)
+            row["gap_lo"] = _relative(load, _sum(group.ref_ub_num, group.ref_ub_den))
+            row["gap_hi"] = _relative(load, _sum(group.ref_lb_num, group.ref_lb_den))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["heuristic", "instance", "certified", "gap_lo", "gap_hi"])
+
+
+def _sum(numerators, denominators) -> Fraction:
+    return sum((Fraction(int(n), int(d)) for n, d in zip(numerators, denominators)), Fraction(0))

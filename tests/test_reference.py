@@ -1,0 +1,59 @@
+"""Reference values: merge keeps min ub / max lb, refuses contradictions, round-trips exactly;
+gaps follow SPEC 7."""
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eplbench import BadInput
+from eplbench.gaps import attach_reference, instance_gaps
+from eplbench.reference import ReferenceEntry, merge, read_reference, write_reference
+
+
+def entry(ub, lb, source, layer=0, policy="global"):
+    return ReferenceEntry("set/a", "hash-a", layer, policy, Fraction(ub), Fraction(lb),
+                          source, source, [0, 1])
+
+
+def test_merge_keeps_min_ub_and_max_lb():
+    merged = merge([entry("10", "7", "x"), entry("19/2", "6", "y"), entry("11", "8", "z")])
+    (only,) = merged.values()
+    assert (only.ub, only.lb, only.ub_source, only.lb_source) == (Fraction(19, 2), 8, "y", "z")
+    assert only.status == "FEASIBLE"
+
+
+def test_merge_refuses_lb_above_ub_naming_both_sources():
+    with pytest.raises(BadInput, match="lb 12 from B exceeds ub 10 from A"):
+        merge([entry("10", "9", "A"), entry("13", "12", "B")])
+
+
+def test_round_trip_is_exact(tmp_path):
+    path = write_reference(tmp_path / "reference.json",
+                           [entry("100/3", "100/3", "s"), entry("7", "13/2", "s", layer=1)])
+    back = read_reference(path)
+    assert [(e.ub, e.lb, e.status) for e in back] == [
+        (Fraction(100, 3), Fraction(100, 3), "OPTIMAL"), (7, Fraction(13, 2), "FEASIBLE")]
+
+
+def test_malformed_reference_file(tmp_path):
+    path = tmp_path / "reference.json"
+    path.write_text('{"entries": [{"ub": "1/0"}]}')
+    with pytest.raises(BadInput, match="reference.json: malformed"):
+        read_reference(path)
+
+
+def test_gaps_exact_and_interval():
+    table = pd.DataFrame({
+        "heuristic": ["h", "h"], "instance": ["set/a", "set/a"],
+        "instance_hash": ["hash-a", "hash-a"], "layer": [0, 1], "valid": [True, True],
+        "respects_hierarchy": [False, False], "max_load_num": [12, 9], "max_load_den": [1, 1]})
+    refs = [entry("10", "10", "s"), entry("9", "6", "s", layer=1)]
+    out = attach_reference(table, refs)
+    assert out.gap_lo.tolist() == [pytest.approx(0.2), 0.0]
+    assert out.gap_hi.tolist() == [pytest.approx(0.2), pytest.approx(0.5)]
+    (row,) = instance_gaps(out).itertuples()
+    assert not row.certified
+    assert row.gap_lo == pytest.approx(21 / 19 - 1) and row.gap_hi == pytest.approx(21 / 16 - 1)
+    assert np.isnan(attach_reference(table.assign(instance_hash="other"), refs).gap_hi).all()
