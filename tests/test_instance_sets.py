@@ -9,12 +9,21 @@ from eplbench.instances import load_set, save_set
 from eplbench.instances.named import build_set
 
 
-def test_bundled_small_set_loads_and_matches_its_recipe():
-    bundled = eb.load_instances("small")
-    rebuilt = build_set("small")
+@pytest.mark.parametrize("name", ["tiny", "small", "medium-cut", "deepseek-v3-cut"])
+def test_bundled_sets_load_match_their_recipes_and_have_references(name):
+    from eplbench.instances import reference_path
+    from eplbench.reference import read_reference
+
+    assert eb.list_instance_sets()[name] == "bundled"
+    bundled = eb.load_instances(name)
+    rebuilt = build_set(name)
     assert [i.id for i in bundled] == [i.id for i in rebuilt]
     for a, b in zip(bundled, rebuilt):
         assert np.array_equal(a.weight, b.weight) and a.topology == b.topology
+    keys = {(e.instance_hash, e.layer, e.policy) for e in read_reference(reference_path(name))}
+    for instance in bundled:
+        for layer in range(instance.num_layers):
+            assert (instance.content_hash, layer, "global") in keys
 
 
 def test_same_set_written_twice_is_byte_identical(tmp_path):

@@ -2,7 +2,7 @@
 
 Both offer the same small interface (int_var, bool_var, add, minimize, hint, solve), so the
 formulation is written once. Objective and bound come back as Python ints (the objective
-variable is integral); SCIP's float bound is rounded up only past a 1e-6 tolerance.
+variable is integral); SCIP's float bound is rounded up only past a tolerance of 1e-6 + 1e-9 * |bound|.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ class ScipBackend:
         self.solver.SetSolverSpecificParametersAsString(f"randomization/randomseedshift = {seed}\n")
         if self._hints[0]:
             self.solver.SetHint(*self._hints)
-        code = self.solver.Solve()
+        exact_gap = pywraplp.MPSolverParameters()  # pywraplp's default stops at a 1e-4 gap
+        exact_gap.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, 0.0)
+        code = self.solver.Solve(exact_gap)
         status = {pywraplp.Solver.OPTIMAL: OPTIMAL, pywraplp.Solver.FEASIBLE: FEASIBLE,
                   pywraplp.Solver.INFEASIBLE: INFEASIBLE}.get(code, UNKNOWN)
         found = status in (OPTIMAL, FEASIBLE)
@@ -115,7 +117,7 @@ class ScipBackend:
         bound = None
         if found:
             raw = self.solver.Objective().BestBound()
-            bound = math.ceil(raw - 1e-6 * max(1.0, abs(raw)))
+            bound = math.ceil(raw - 1e-6 - 1e-9 * abs(raw))
         objective = round(self.solver.Objective().Value()) if found else None
         return BackendResult(status, objective, bound, values, None)
 
