@@ -110,15 +110,3 @@ def write_reference(path: str | os.PathLike, entries) -> Path:
     os.replace(temporary, path)
     return path
 
-
-def reference_table(entries) -> "pandas.DataFrame":
-    """One row per entry: instance, instance_hash, layer, policy, ref_ub, ref_lb (floats),
-    ref_ub_num/den, ref_lb_num/den, ref_status."""
-    import pandas as pd
-
-    return pd.DataFrame([{
-        "instance": e.instance, "instance_hash": e.instance_hash, "layer": e.layer,
-        "policy": e.policy, "ref_ub": float(e.ub), "ref_lb": float(e.lb),
-        "ref_ub_num": e.ub.numerator, "ref_ub_den": e.ub.denominator,
-        "ref_lb_num": e.lb.numerator, "ref_lb_den": e.lb.denominator, "ref_status": e.status,
-    } for e in entries])

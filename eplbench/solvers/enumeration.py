@@ -26,7 +26,7 @@ import numpy as np
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.incumbent import deepseek_placement
-from eplbench.solvers.packing import count_bound, expand, pack
+from eplbench.solvers.packing import count_bound, max_load, pack
 
 MAX_VECTORS = 5_000
 MAX_ASSIGNMENTS = 2_000
@@ -63,7 +63,7 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: fl
     below it matter: the search stops proving once everything left is >= cutoff.
     """
     counts = np.bincount(incumbent, minlength=len(weight))
-    best_phy2log, upper = incumbent, _value(weight, counts, incumbent, topology)
+    best_phy2log, upper = incumbent, max_load(weight, counts, incumbent, topology)
     floor_bound, _ = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
     goal = upper if cutoff is None else min(upper, cutoff)
     vectors = count_vectors(weight, topology.num_replicas, goal)
@@ -85,12 +85,6 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: fl
     # vectors past the loop's end have bounds >= goal
     lower = min([upper, goal, *open_bounds])
     return best_phy2log, upper, max(lower, min(floor_bound, upper))
-
-
-def _value(weight, counts, phy2log, topology: Topology) -> Fraction:
-    per_gpu = phy2log.reshape(topology.num_gpus, topology.slots_per_gpu)
-    return max(sum((Fraction(int(weight[e]), int(counts[e])) for e in gpu), Fraction(0))
-               for gpu in per_gpu)
 
 
 def balanced_assignments(num_groups: int, num_nodes: int):
@@ -120,7 +114,8 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     group_size = len(weight) // topology.num_groups
     node_topology = Topology(topology.slots_per_node, 1, 1, topology.gpus_per_node)
     best_phy2log = incumbent
-    upper = _value(weight, np.bincount(incumbent, minlength=len(weight)), incumbent, topology)
+    upper = max_load(weight, np.bincount(incumbent, minlength=len(weight)), incumbent,
+                     topology)
     cache: dict[tuple, tuple] = {}
 
     def experts_of(groups):
