@@ -25,6 +25,10 @@ BUILTINS: dict[str, tuple[str, str]] = {
                  "DeepSeek EPLB, faithful port (reference speed)"),
     "deepseek_fast": ("eplbench.heuristics.deepseek_fast:rebalance_experts",
                       "DeepSeek EPLB, packing vectorised across layers (same output)"),
+    "seed001": ("eplbench.heuristics.replication_fixups:seed001",
+                "seed 001: D'Hondt + one-step donor->receiver replica move"),
+    "sainte_lague_cv_fixup": ("eplbench.heuristics.replication_fixups:sainte_lague_cv_fixup",
+                              "seed 004's replication: CV-scaled Sainte-Lague tail + 2x2 move"),
 }
 
 ENTRY_POINT = "rebalance_experts"
