@@ -8,10 +8,10 @@ For the speed ratio from calls interleaved in one process, run `eplbench bench`.
 import pytest
 import torch
 
-from eplbench.heuristics import load_heuristic
+from eplbench.heuristics import list_heuristics, load_heuristic
 from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight
 
-HEURISTICS = ["deepseek", "deepseek_fast"]
+HEURISTICS = sorted(list_heuristics())
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,10 @@ from eplbench.solvers.local_search import improve_by_swaps
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 
 
+# share of the time limit the enumeration gets before the joint model takes over
+ENUM_SHARE = 0.5
+
+
 def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: str,
                 backend_class, time_limit: float, workers: int = 1, seed: int = 0,
                 incumbent: np.ndarray | None = None) -> SolveResult:
@@ -45,15 +49,19 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
         if method == "enum":
             try:
                 search = solve_hierarchical if policy is Policy.HIERARCHICAL else solve_global
-                found = search(weight, topology, phy2log, deadline)
+                found = search(weight, topology, phy2log, start + ENUM_SHARE * time_limit)
             except EnumerationTooLarge as reason:
                 params["fallback"] = f"joint model ({reason})"
                 solver_name = f"enum>{backend_class.name}"
-        if found is None:
+        if found is None or found[2] < found[1]:
+            # not (yet) proven: the joint model searches on from the best placement so far
+            start_phy2log, bound = (found[0], found[2]) if found else (phy2log, lower)
             found_phy2log, found_upper, proven, deterministic, extra = solve_joint(
-                weight, topology, policy, backend_class, phy2log, lower, deadline, workers, seed)
+                weight, topology, policy, backend_class, start_phy2log, max(lower, bound),
+                deadline, workers, seed)
             params.update(extra)
-            found = (found_phy2log, found_upper, proven)
+            found = (found_phy2log, found_upper,
+                     proven if proven is not None and proven > bound else bound)
         phy2log, upper, proven = found
         upper = layer_max_load(weight, phy2log, topology, policy)  # the checker has the last word
         if proven is not None and proven > lower:
