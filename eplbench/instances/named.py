@@ -55,7 +55,7 @@ SETS: dict[str, list[Recipe]] = {
     "small": _mix(4, [(8, Topology(12, 2, 1, 2)), (12, Topology(16, 4, 2, 4)),
                       (16, Topology(20, 4, 2, 4)), (16, Topology(24, 8, 4, 4))]),
     "medium": _mix(4, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8)),
-                       (64, Topology(72, 8, 2, 8))]),
+                       (64, Topology(72, 8, 2, 8)), (64, Topology(80, 8, 8, 8))]),
     "medium-cut": _mix(2, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8))]),
     # model-shaped sets (SPEC 5); loads from the routing simulator
     "deepseek-v3": _routed(58, 256, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
