@@ -73,3 +73,20 @@ def test_dhondt_minimises_the_largest_replica():
 def test_unknown_solver_is_bad_input():
     with pytest.raises(eb.BadInput, match="unknown solver"):
         solve(TINY[0].weight, TINY[0].topology, solver="gurobi")
+
+
+@pytest.mark.parametrize("within_nodes", [False, True])
+def test_swap_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes):
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.local_search import improve_by_swaps
+
+    policy = "hierarchical" if within_nodes else "global"
+    for instance in eb.load_instances("small"):
+        start = deepseek_placement(instance.weight[0], instance.topology, eb.Policy(policy))
+        improved = improve_by_swaps(instance.weight[0], start, instance.topology, within_nodes)
+        before, after = (eb.check(instance.weight[:1], p[None, :], instance.topology)
+                         for p in (start, improved))
+        assert after.max_load[0] <= before.max_load[0]
+        assert np.array_equal(np.sort(improved), np.sort(start))  # counts unchanged
+        if within_nodes:
+            assert after.respects_hierarchy

@@ -32,8 +32,7 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     deadline = start + time_limit
     weight = np.asarray(weight, dtype=np.int64)
     if incumbent is None:
-        incumbent = improve_by_swaps(weight, deepseek_placement(weight, topology, policy),
-                                     topology)
+        incumbent = best_start(weight, topology, policy)
     phy2log = incumbent
     upper = layer_max_load(weight, phy2log, topology, policy)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
@@ -69,6 +68,18 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     status = OPTIMAL if lower == upper else FEASIBLE
     return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
                        solver_name, params, backend_class.version, source)
+
+
+def best_start(weight: np.ndarray, topology: Topology, policy: Policy) -> np.ndarray:
+    """[P] the best swap-improved DeepSeek placement; under the global policy DeepSeek's
+    hierarchical placement (other counts, also valid) is tried too."""
+    policies = [policy]
+    if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
+        policies.append(Policy.HIERARCHICAL)
+    within_nodes = policy is Policy.HIERARCHICAL
+    starts = [improve_by_swaps(weight, deepseek_placement(weight, topology, p), topology,
+                               within_nodes) for p in policies]
+    return min(starts, key=lambda start: layer_max_load(weight, start, topology))
 
 
 def hierarchy_bound(weight: np.ndarray, topology: Topology):

@@ -1,7 +1,7 @@
 """Swap local search on one layer's packing, in exact integer units (counts unchanged).
 
 Repeatedly swap a replica of the most loaded GPU with a lighter replica on another GPU (of
-the same node: the hierarchy is kept) when that lowers the first GPU and leaves the other
+the same node, if asked, so that the hierarchy is kept) when that lowers the first GPU and leaves the other
 below the old maximum. Every accepted swap lowers the sorted load vector, so it terminates.
 """
 
@@ -14,8 +14,9 @@ from eplbench.problem import Topology
 
 
 def improve_by_swaps(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                     max_swaps: int = 10_000) -> np.ndarray:
-    """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens."""
+                     within_nodes: bool, max_swaps: int = 10_000) -> np.ndarray:
+    """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens.
+    within_nodes: swap only inside a node (keeps a hierarchical placement hierarchical)."""
     counts = np.bincount(phy2log, minlength=len(weight))
     slot_load, _ = scaled_slot_loads(weight[None, :], phy2log[None, :], counts[None, :])
     if slot_load.dtype == object:
@@ -24,7 +25,8 @@ def improve_by_swaps(weight: np.ndarray, phy2log: np.ndarray, topology: Topology
     experts = phy2log.reshape(gpus, slots).copy()
     item = slot_load[0].reshape(gpus, slots).copy()
     load = item.sum(1)
-    node = np.arange(gpus) // topology.gpus_per_node
+    per_node = topology.gpus_per_node if within_nodes else gpus
+    node = np.arange(gpus) // per_node
     for _ in range(max_swaps):
         top = int(np.argmax(load))
         # delta[i, h, j]: what GPU `top` sheds by giving its item i for item j of GPU h
