@@ -1,17 +1,13 @@
-"""The default exact method: branch and bound over replica-count vectors, each packed exactly.
+"""The hierarchical policy, exactly: every group-to-node assignment, each node solved alone.
 
-Global policy: every count vector c whose no-search bound is below the incumbent U is
-generated (c_e > w_e / U, so that the largest replica stays below U), sorted by bound, and
-packed (`packing.pack`) with cutoff U; the search stops at the first vector whose bound
-reaches U. The lower bound is min(U, the bounds of the vectors left unresolved).
+Every balanced group-to-node assignment (nodes interchangeable, so group 0 on node 0 and so
+on) is bounded by its heaviest node's mean; in order of that bound, each node is solved as
+an independent global problem (`completion.solve_global`, asked only about values below the
+best so far). An assignment's value is its worst node; node problems are cached by their set
+of groups; the search stops at the first bound that reaches the incumbent U.
 
-Hierarchical policy: every balanced group-to-node assignment (nodes interchangeable, so
-group 0 on node 0 and so on), each node an independent global problem; an assignment's value
-is its worst node, node problems are cached by their set of groups, and assignments whose
-node bounds reach U are skipped.
-
-Where the vectors or assignments are too many, `EnumerationTooLarge` says so and the caller
-falls back to the joint model.
+Where the assignments are too many, `EnumerationTooLarge` says so and the caller falls back
+to the joint model.
 """
 
 from __future__ import annotations
@@ -19,72 +15,19 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from fractions import Fraction
 
 import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
-from eplbench.solvers.incumbent import deepseek_placement
-from eplbench.solvers.packing import count_bound, max_load, pack
+from eplbench.solvers.completion import solve_global
+from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 
-MAX_VECTORS = 5_000
 MAX_ASSIGNMENTS = 2_000
 
 
 class EnumerationTooLarge(Exception):
-    """More count vectors or assignments than the enumeration handles."""
-
-
-def count_vectors(weight, num_slots: int, upper: Fraction):
-    """Every count vector with sum num_slots whose largest replica is below `upper`."""
-    low = [int(w) // upper + 1 if upper > 0 else 1 for w in weight]
-    low = [max(1, int(lo)) for lo in low]
-    spare = num_slots - sum(low)
-    if spare < 0:
-        return []
-    num_experts = len(weight)
-    if math.comb(num_experts + spare - 1, spare) > MAX_VECTORS:
-        raise EnumerationTooLarge(f"{math.comb(num_experts + spare - 1, spare)} count vectors")
-    vectors = []
-    for extra in itertools.combinations_with_replacement(range(num_experts), spare):
-        counts = list(low)
-        for e in extra:
-            counts[e] += 1
-        vectors.append(counts)
-    return vectors
-
-
-def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: float,
-                 cutoff: Fraction | None = None):
-    """(phy2log [P], ub, lb) for one global-policy problem.
-
-    incumbent: a [P] placement (its value is the first U). With `cutoff`, only solutions
-    below it matter: the search stops proving once everything left is >= cutoff.
-    """
-    counts = np.bincount(incumbent, minlength=len(weight))
-    best_phy2log, upper = incumbent, max_load(weight, counts, incumbent, topology)
-    floor_bound, _ = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
-    goal = upper if cutoff is None else min(upper, cutoff)
-    vectors = count_vectors(weight, topology.num_replicas, goal)
-    scored = sorted(((count_bound(weight, c, topology), c) for c in vectors),
-                    key=lambda item: item[0])
-    open_bounds = []
-    for index, (bound, counts) in enumerate(scored):
-        goal = upper if cutoff is None else min(upper, cutoff)
-        if bound >= goal:
-            break
-        if time.perf_counter() >= deadline:
-            open_bounds.extend(b for b, _ in scored[index:] if b < goal)
-            break
-        result = pack(weight, counts, topology, goal, deadline, bound)
-        if result.value < upper:
-            best_phy2log, upper = result.phy2log, result.value
-        if not result.resolved(min(upper, goal)):
-            open_bounds.append(result.bound)
-    # vectors past the loop's end have bounds >= goal
-    lower = min([upper, goal, *open_bounds])
-    return best_phy2log, upper, max(lower, min(floor_bound, upper))
+    """More group-to-node assignments than the enumeration handles."""
 
 
 def balanced_assignments(num_groups: int, num_nodes: int):
@@ -114,8 +57,7 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     group_size = len(weight) // topology.num_groups
     node_topology = Topology(topology.slots_per_node, 1, 1, topology.gpus_per_node)
     best_phy2log = incumbent
-    upper = max_load(weight, np.bincount(incumbent, minlength=len(weight)), incumbent,
-                     topology)
+    upper = layer_max_load(weight, incumbent, topology)
     cache: dict[tuple, tuple] = {}
 
     def experts_of(groups):

@@ -8,8 +8,9 @@ import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound, node_mean_bound
+from eplbench.solvers.completion import solve_global
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
-                                          solve_global, solve_hierarchical)
+                                          solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import solve_joint
 from eplbench.solvers.local_search import improve_by_swaps
