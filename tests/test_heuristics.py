@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import eplbench as eb
 from eplbench.heuristics import list_heuristics
 from eplbench.heuristics.replication_fixups import divisor_allocation, maps_from_counts, move_fixup
+from eplbench.heuristics.swap_refinement import MODES, refine
 
 BUNDLED = [name for name, where in eb.list_instance_sets().items() if where == "bundled"]
 
@@ -46,12 +47,14 @@ def test_two_by_two_move_follows_the_seeds_rule():
 
 
 def test_divisor_allocations_by_hand():
-    """w = [10, 4], both seated once, three more seats: D'Hondt compares w / c,
-    Sainte-Lague w / (c + 0.5)."""
-    weight = np.array([[10.0, 4.0]])
+    """w = [10, 3], both seated once, three more seats: D'Hondt compares w / c
+    (10, 5, 3.33 against 3: all to the first),
+    the seeds' Sainte-Lague w / (c - 0.5)."""
+    weight = np.array([[10.0, 3.0]])
     start = np.ones((1, 2), dtype=np.int64)
-    assert divisor_allocation(weight, start, 3, 0.0).tolist() == [[3, 2]]
-    assert divisor_allocation(weight, start, 3, 0.5).tolist() == [[4, 1]]
+    assert divisor_allocation(weight, start, 3, 0.0).tolist() == [[4, 1]]
+    # 20 against 6, 6.67 against 6, then 4 against 6
+    assert divisor_allocation(weight, start, 3, -0.5).tolist() == [[3, 2]]
 
 
 def test_maps_from_counts():
@@ -59,3 +62,60 @@ def test_maps_from_counts():
     assert phy2log.tolist() == [[0, 0, 1], [0, 1, 1]]
     assert rank.tolist() == [[0, 1, 0], [0, 0, 1]]
     assert logcnt.tolist() == [[2, 1], [1, 2]]
+
+
+def slow_swap_step(weight, members, mode):
+    """One swap step on one row, written from the seeds' text: for each heavy item the light
+    item nearest to w_i - delta / 2 (every light item for top2: the 2 x 2 grid), lightest
+    and second-lightest pack for two_light. Returns the sorted pack loads after it."""
+    loads = [sum(weight[i] for i in pack) for pack in members]
+    heavy = max(range(len(loads)), key=lambda p: (loads[p], -p))
+    by_load = sorted(range(len(loads)), key=lambda p: (loads[p], p))
+    lights = by_load[:2] if mode == "two_light" else by_load[:1]
+    best = None
+    for light in lights:
+        delta = loads[heavy] - loads[light]
+        if light == heavy or delta <= 1e-9:
+            continue
+        heavy_items, light_items = members[heavy], members[light]
+        if mode == "top2":
+            heavy_items = sorted(heavy_items, key=lambda i: -weight[i])[:2]
+            light_items = sorted(light_items, key=lambda i: weight[i])[:2]
+        for i in heavy_items:
+            for j in light_items:
+                new = abs(delta - 2 * (weight[i] - weight[j]))
+                if best is None or new < best[0]:
+                    best = (new, delta, weight[i] - weight[j], light)
+    if best is not None and best[0] < best[1] - 1e-9:
+        loads[heavy] -= best[2]
+        loads[best[3]] += best[2]
+    return sorted(loads)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 5), st.integers(2, 4), st.sampled_from(MODES), st.data())
+def test_swap_refinement_matches_slow_version(num_packs, per_pack, mode, data):
+    """One step: the same pack loads as the slow version; two steps: a partition of the same
+    items whose heaviest pack is no heavier."""
+    num_items = num_packs * per_pack
+    weight = np.array(data.draw(st.lists(st.integers(0, 50), min_size=num_items,
+                                         max_size=num_items)), dtype=np.float64)
+    order = np.array(data.draw(st.permutations(range(num_items))))
+    members = order.reshape(1, num_packs, per_pack).copy()
+    expected = slow_swap_step(weight, members[0].tolist(), mode)
+    refine(weight[None, :], members, mode, steps=1)
+    assert sorted(weight[members[0]].sum(axis=1).tolist()) == expected
+    before = weight[members[0]].sum(axis=1).max()
+    refine(weight[None, :], members, mode, steps=2)
+    assert sorted(members.ravel().tolist()) == list(range(num_items))
+    assert weight[members[0]].sum(axis=1).max() <= before
+
+
+def test_top2_misses_the_swap_that_nearest_finds():
+    """Heavy pack [10, 9, 2, 1] (22), light [8, 7, 1, 0] (16), delta 6: swapping 10 and 7
+    evens them (19, 19); top2 only tries {10, 9} x {1, 0}, where every swap overshoots."""
+    weight = np.array([[10.0, 9, 2, 1, 8, 7, 1, 0]])
+    for mode, loads in [("nearest", [19, 19]), ("two_light", [19, 19]), ("top2", [22, 16])]:
+        members = np.arange(8).reshape(1, 2, 4)
+        refine(weight, members, mode, steps=2)
+        assert weight[0, members[0]].sum(axis=1).tolist() == loads, mode
