@@ -61,7 +61,9 @@ BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
               help="Reference-value file for the gaps. Default: each set's own, if it has one.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results table "
               "(.parquet or .csv), one row per heuristic, instance and layer.")
-def run(heuristics, instance_sets, repeats, time_limit, reference, out):
+@click.option("--markdown", type=click.Path(dir_okay=False), help="Write the gap table "
+              "(mean / max gap and speed per set) as Markdown, e.g. docs/heuristics.md.")
+def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown):
     """Run heuristics on instance sets; per set, print balancedness, optimality gap to the
     reference values, and speed relative to the DeepSeek port.
 
@@ -78,17 +80,27 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out):
     options = RunOptions(repeats=repeats, time_limit=time_limit)
     sets = _split(instance_sets)
     loaded = [(name, *_instances_and_reference(name, reference)) for name in sets]
-    tables = []
+    tables, summaries = [], []
     for name, instances, entries in loaded:
         table = _run_set(names, instances, entries, options).assign(instance_set=name)
         tables.append(table)
-        _print_summary(heuristic_summary(table), name, options.baseline)
+        summaries.append((name, heuristic_summary(table)))
+        _print_summary(summaries[-1][1], name, options.baseline)
         if entries is None:
             stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
     table = pd.concat(tables, ignore_index=True)
     if out:
         write_results(table, out)
         stderr.print(f"wrote {len(table)} rows to {out}")
+    if markdown:
+        from eplbench.atomic import write_text_atomic
+        from eplbench.reports.markdown import gap_table
+
+        chosen = f"-H {heuristics} " if heuristics else ""
+        command = (f"eplbench run {chosen}-i {instance_sets} --repeats {repeats} "
+                   f"--markdown {markdown}")
+        write_text_atomic(markdown, gap_table(summaries, command))
+        stderr.print(f"wrote the gap table to {markdown}")
     sys.exit(0 if table.valid.all() else 1)
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from eplbench.atomic import write_text_atomic
 from eplbench.errors import BadInput
 from eplbench.solvers.result import FEASIBLE, OPTIMAL
 
@@ -101,12 +101,8 @@ def write_reference(path: str | os.PathLike, entries) -> Path:
         row = asdict(entry)
         row["ub"], row["lb"], row["status"] = str(entry.ub), str(entry.lb), entry.status
         rows.append(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as out:  # one entry per line: small diffs, easy to grep
-        out.write(f'{{"format_version": {FORMAT_VERSION}, "entries": [\n')
-        out.write(",\n".join(json.dumps(row) for row in rows))
-        out.write("\n]}\n")
-    os.replace(temporary, path)
+    # one entry per line: small diffs, easy to grep
+    lines = ",\n".join(json.dumps(row) for row in rows)
+    write_text_atomic(path, f'{{"format_version": {FORMAT_VERSION}, "entries": [\n{lines}\n]}}\n')
     return path
 

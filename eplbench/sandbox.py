@@ -3,15 +3,14 @@ candidate costs only its own rows.
 
 The parent drives each call and waits at most the time limit for it; a call that does not
 return in time gets its child killed, and the next call starts a fresh child. Inside the
-child torch runs single-threaded (SPEC 7) and each call is timed with `perf_counter`
-around the call alone.
+child torch runs single-threaded (SPEC 7) and each call is timed by `timing.timed_call`
+(`perf_counter` around the call; batches of calls where the clock is too coarse).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import pickle
-import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -121,6 +120,7 @@ def _serve(conn) -> None:
 
     from eplbench.errors import BadInput
     from eplbench.heuristics import load_heuristic
+    from eplbench.timing import timed_call
 
     torch.set_num_threads(1)
     loaded = {}
@@ -138,9 +138,7 @@ def _serve(conn) -> None:
             continue
         tensor = torch.from_numpy(weight)
         try:
-            start = time.perf_counter()
-            output = loaded[spec](tensor, *topology)
-            seconds = time.perf_counter() - start
+            output, seconds = timed_call(lambda: loaded[spec](tensor, *topology))
         except Exception as error:  # noqa: BLE001 - any failure of the candidate is its result
             where = traceback.extract_tb(error.__traceback__)[-1]
             conn.send(("error", "raised", f"{type(error).__name__}: {error} "

@@ -1,5 +1,11 @@
-"""Interleaved timing (SPEC 7): single-threaded, warm-up first, candidates alternating call by
-call so that drift in machine speed hits all of them alike."""
+"""Timing (SPEC 7): `perf_counter` around calls, single-threaded, warm-up first; candidates
+alternate call by call so that drift in machine speed hits all of them alike.
+
+Some machines serve `perf_counter` from a coarse clock (a 4 ms tick was seen on the
+development machine in threaded processes). `timed_call` measures the tick once and, when a
+call lasts fewer than `MIN_TICKS` ticks, times a batch of back-to-back calls and divides, as
+`timeit` does; with a fine clock every call is timed alone.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,41 @@ DEEPSEEK_V3_SHAPE = {"layers": 58, "experts": 256,
                      "hierarchical": (288, 8, 4, 32), "global": (288, 1, 1, 32)}
 
 
+# a sample must span at least this many clock ticks
+MIN_TICKS = 20
+_tick: float | None = None
+
+
+def clock_tick() -> float:
+    """The smallest step `perf_counter` makes in this process (seconds, measured once)."""
+    global _tick
+    if _tick is None:
+        steps = []
+        while len(steps) < 5:
+            start = time.perf_counter()
+            now = time.perf_counter()
+            while now == start:
+                now = time.perf_counter()
+            steps.append(now - start)
+        _tick = min(steps)
+    return _tick
+
+
+def timed_call(call: Callable[[], object]) -> tuple[object, float]:
+    """(the first call's output, seconds per call)."""
+    start = time.perf_counter()
+    output = call()
+    seconds = time.perf_counter() - start
+    floor = MIN_TICKS * clock_tick()
+    if seconds >= floor:
+        return output, seconds
+    batch = int(floor / max(seconds, clock_tick())) + 1
+    start = time.perf_counter()
+    for _ in range(batch):
+        call()
+    return output, (time.perf_counter() - start) / batch
+
+
 def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
     """Seconds of each call over `repeats` rounds; round r runs the calls in rotated order."""
     torch.set_num_threads(1)
@@ -24,9 +65,7 @@ def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> di
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            calls[name]()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(timed_call(calls[name])[1])
     return seconds
 
 

@@ -42,3 +42,20 @@ def test_import_error_in_user_file(tmp_path):
     bad.write_text("def rebalance_experts(:\n")
     with pytest.raises(BadInput, match="broken.py: import failed: SyntaxError"):
         eb.load_heuristic(str(bad))
+
+
+def test_timed_call_batches_only_under_a_coarse_clock(monkeypatch):
+    """A call shorter than MIN_TICKS clock ticks is repeated and averaged; with a fine clock
+    it runs once. The clock is a fake that advances one second per reading."""
+    import itertools
+
+    from eplbench import timing
+
+    monkeypatch.setattr(timing.time, "perf_counter", itertools.count().__next__)
+    calls = []
+    monkeypatch.setattr(timing, "_tick", 1e-12)
+    assert timing.timed_call(lambda: calls.append(1) or "out")[0] == "out"
+    assert len(calls) == 1
+    monkeypatch.setattr(timing, "_tick", 10.0)  # a 1 s call spans 0.1 tick: 21 more calls
+    output, seconds = timing.timed_call(lambda: calls.append(1) or "out")
+    assert output == "out" and len(calls) == 1 + 1 + 21 and seconds == 1 / 21

@@ -119,3 +119,25 @@ def test_top2_misses_the_swap_that_nearest_finds():
         members = np.arange(8).reshape(1, 2, 4)
         refine(weight, members, mode, steps=2)
         assert weight[0, members[0]].sum(axis=1).tolist() == loads, mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 12), st.integers(1, 4), st.integers(0, 2),
+       st.integers(1, 3), st.data())
+def test_swap_search_never_worse_than_deepseek_under_the_global_policy(
+        layers, experts, gpus, extra_per_gpu, slots_min, data):
+    """One node: counts move only when the full packing improves, swaps only when the
+    heaviest GPU gets lighter, so the max load never exceeds DeepSeek's (float tolerance)."""
+    from eplbench.heuristics.deepseek_fast import rebalance_experts as deepseek_fast
+    from eplbench.heuristics.swap_search import rebalance_experts as swap_search
+    from eplbench.problem import Topology
+
+    slots = max(slots_min, -(-experts // gpus)) + extra_per_gpu
+    topology = Topology(gpus * slots, 1, 1, gpus)
+    weight = np.array(data.draw(st.lists(st.lists(st.integers(0, 1000), min_size=experts,
+                                                  max_size=experts),
+                                         min_size=layers, max_size=layers)))
+    loads = [eb.check_output(weight, heuristic(torch.from_numpy(weight), *topology.as_tuple()),
+                             topology).max_load for heuristic in (deepseek_fast, swap_search)]
+    for base, ours in zip(*loads):
+        assert float(ours) <= float(base) * (1 + 1e-6) + 1e-6

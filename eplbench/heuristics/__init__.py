@@ -25,6 +25,8 @@ BUILTINS: dict[str, tuple[str, str]] = {
                  "DeepSeek EPLB, faithful port (reference speed)"),
     "deepseek_fast": ("eplbench.heuristics.deepseek_fast:rebalance_experts",
                       "DeepSeek EPLB, packing vectorised across layers (same output)"),
+    "swap_search": ("eplbench.heuristics.swap_search:rebalance_experts",
+                    "ours: D'Hondt + greedy packing + best-improvement swaps, heaviest pack vs all"),
     "seed000": ("eplbench.heuristics.seeds:seed000",
                 "seed 000 whole: peak-aware tail + 2x2 move (exact rule); swaps, nearest target"),
     "seed001": ("eplbench.heuristics.seeds:seed001",

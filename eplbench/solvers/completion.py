@@ -30,7 +30,7 @@ from eplbench.problem import Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.pairs import solve_pairs
 
-# nodes between two deadline checks
+# search nodes (placements and spread steps) between two deadline checks
 CHECK_EVERY = 2_000
 
 
@@ -76,9 +76,7 @@ class Completion:
         """gpus: (load, replicas, members) per GPU, sorted by (load, replicas)."""
         if depth == len(self.load):
             return gpus
-        self.nodes += 1
-        if self.nodes % CHECK_EVERY == 0 and time.perf_counter() >= self.deadline:
-            raise SearchTimeout
+        self._count_node()
         key = (depth, tuple((load, used) for load, used, _ in gpus))
         if self.failed.get(key, -1) >= self.cap:
             return None
@@ -96,6 +94,12 @@ class Completion:
                     return found
         self.failed[key] = self.cap
         return None
+
+    def _count_node(self) -> None:
+        """Count one search node (placements and spread steps); SearchTimeout at the deadline."""
+        self.nodes += 1
+        if self.nodes % CHECK_EVERY == 0 and time.perf_counter() >= self.deadline:
+            raise SearchTimeout
 
     def _fillable(self, depth: int, gpus: tuple) -> bool:
         """Every open GPU can still be filled close enough to cap: the room all open GPUs
@@ -135,6 +139,7 @@ class Completion:
         room_after = _suffix_sums(rooms)
 
         def spread(index, left, previous, placed, room):
+            self._count_node()
             # the GPUs from `index` on must take `left` replicas and keep enough room
             if left > takes_after[index] or room + room_after[index] - left * replica < rest:
                 return
