@@ -141,3 +141,27 @@ def test_swap_search_never_worse_than_deepseek_under_the_global_policy(
                              topology).max_load for heuristic in (deepseek_fast, swap_search)]
     for base, ours in zip(*loads):
         assert float(ours) <= float(base) * (1 + 1e-6) + 1e-6
+
+
+def test_serpentine_packing_by_hand():
+    """Loads 6..1 on two packs: 6, 5 | 4, 3 reversed | 2, 1: pack 0 gets 6, 3, 2."""
+    from eplbench.heuristics.peers import serpentine_packing
+
+    pack_index, rank = serpentine_packing(torch.tensor([[1.0, 6, 3, 5, 2, 4]]), 2)
+    assert pack_index.tolist() == [[1, 0, 0, 1, 0, 1]]
+    assert rank.tolist() == [[2, 0, 1, 0, 2, 1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 5), st.integers(2, 4), st.data())
+def test_swift_swaps_keep_a_partition_and_never_raise_the_max(num_packs, per_pack, data):
+    from eplbench.heuristics.peers import swift_swaps
+
+    num_items = num_packs * per_pack
+    weight = np.array([data.draw(st.lists(st.integers(0, 100), min_size=num_items,
+                                          max_size=num_items))], dtype=np.float64)
+    members = np.arange(num_items).reshape(1, num_packs, per_pack)
+    before = weight[0, members[0]].sum(axis=1).max()
+    swift_swaps(weight, members)
+    assert sorted(members.ravel().tolist()) == list(range(num_items))
+    assert weight[0, members[0]].sum(axis=1).max() <= before

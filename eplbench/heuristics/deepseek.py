@@ -93,12 +93,13 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
 
 def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: int,
                            num_nodes: int, num_gpus: int, packing: Packing,
-                           replicate: Replication):
+                           replicate: Replication, group_packing: Packing | None = None):
     """Groups to nodes, D'Hondt within each node, replicas to the node's GPUs.
 
     Args:
         weight: [L, E] float32 loads; E % num_groups == 0, num_groups % num_nodes == 0.
-        packing: the balanced-packing function used for both packing steps.
+        packing: the balanced-packing function used for both packing steps, unless
+            `group_packing` is given for groups to nodes.
         replicate: the D'Hondt replication function.
     Returns:
         phy2log [L, P], rank [L, P], logcnt [L, E], all int64.
@@ -110,7 +111,7 @@ def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: 
     slots_per_gpu = num_replicas // num_gpus
 
     group_load = weight.unflatten(-1, (num_groups, group_size)).sum(-1)
-    node_of_group, rank_on_node = packing(group_load, num_nodes)
+    node_of_group, rank_on_node = (group_packing or packing)(group_load, num_nodes)
     # "node-major" order: the experts of node 0's groups first, then node 1's, ...
     first_position = (node_of_group * groups_per_node + rank_on_node) * group_size
     log2node_major = (first_position.unsqueeze(-1) + torch.arange(group_size)).flatten(-2)
@@ -135,14 +136,17 @@ def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: 
 
 
 def rebalance_with(packing: Packing, replicate: Replication, weight: torch.Tensor,
-                   num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int):
-    """DeepSeek's entry point with chosen stage functions; see `rebalance_experts`."""
+                   num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
+                   group_packing: Packing | None = None):
+    """DeepSeek's entry point with chosen stage functions (`group_packing`: groups to nodes,
+    if not `packing`); see `rebalance_experts`."""
     weight = torch.as_tensor(weight).float().cpu()
     if num_groups % num_nodes == 0:
         topology = (num_replicas, num_groups, num_nodes, num_gpus)
     else:
         topology = (num_replicas, 1, 1, num_gpus)
-    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing, replicate)
+    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing, replicate,
+                                                    group_packing)
     return phy2log, log2phy_from_ranks(phy2log, rank, logcnt), logcnt
 
 
