@@ -165,3 +165,13 @@ def test_swift_swaps_keep_a_partition_and_never_raise_the_max(num_packs, per_pac
     swift_swaps(weight, members)
     assert sorted(members.ravel().tolist()) == list(range(num_items))
     assert weight[0, members[0]].sum(axis=1).max() <= before
+
+
+def test_every_count_vector():
+    """4 experts, 7 slots: the C(6, 3) = 20 ways to add 3 replicas, each once."""
+    from eplbench.heuristics.swap_search import every_count_vector
+
+    vectors = every_count_vector(4, 7, most=20)
+    assert vectors.shape == (20, 4) and (vectors >= 1).all() and (vectors.sum(axis=1) == 7).all()
+    assert len({tuple(v) for v in vectors.tolist()}) == 20
+    assert every_count_vector(4, 7, most=19) is None

@@ -1,8 +1,9 @@
 """Our heuristic: replica counts chosen with the packing in view, greedy packing, then a
 best-improvement swap search.
 
-Counts: D'Hondt first (it minimises the largest replica, not the largest GPU). Then, for up
-to `COUNT_ROUNDS` rounds, each row packs its counts and tries moving one replica slot from a
+Counts: where the rows are few and small enough (at most `EXHAUSTIVE_WORK` replicas packed
+in all), every count vector is packed and each row keeps its best. Otherwise D'Hondt first
+(it minimises the largest replica, not the largest GPU), then, for up to `COUNT_ROUNDS` rounds, each row packs its counts and tries moving one replica slot from a
 donor (among the `DONORS` experts with two or more replicas whose load per replica would
 rise least) to a receiver (an expert on the heaviest GPU, heaviest replica first); every
 candidate is packed in full, all rows and candidates at once, and a row keeps the best count
@@ -22,6 +23,8 @@ little.
 
 from __future__ import annotations
 
+import itertools
+import math
 from functools import partial
 
 import numpy as np
@@ -38,6 +41,8 @@ PARTNERS = 4
 COUNT_ROUNDS = 10
 DONORS = 4
 WORK_PER_ROUND = 40_000
+# replicas packed in all when every count vector is tried
+EXHAUSTIVE_WORK = 300_000
 
 
 def swap_searched_packing(weight: torch.Tensor, num_packs: int):
@@ -95,30 +100,55 @@ def counts_for_packing(num_packs: int, weight: torch.Tensor, num_phy: int):
     values = weight.double().numpy()
     _, _, counts = replicate_experts_vectorised(weight, num_phy)
     counts = counts.numpy()
+    num_rows, num_log = values.shape
     slots = num_phy // num_packs
-    affordable = WORK_PER_ROUND // (len(values) * num_phy)
+    if num_phy == num_log or slots < 2:
+        return maps_from_counts(counts)
+    peak, heavy_experts = packed(values, counts, num_packs)
+    every = every_count_vector(num_log, num_phy, EXHAUSTIVE_WORK // (num_rows * num_phy))
+    if every is not None:
+        candidates = np.tile(every, (num_rows, 1, 1))
+        return maps_from_counts(best_of(values, counts, peak, heavy_experts, candidates,
+                                        num_packs)[0])
+    affordable = WORK_PER_ROUND // (num_rows * num_phy)
     receivers = min(slots, affordable // DONORS) if affordable >= DONORS else affordable
     donors = min(DONORS, affordable // max(receivers, 1))
-    if num_phy == values.shape[1] or slots < 2 or donors * receivers < 2:
-        return maps_from_counts(counts)
-    rows = np.arange(len(values))
-    peak, heavy_experts = packed(values, counts, num_packs)
-    for _ in range(COUNT_ROUNDS):
-        candidates = moved_counts(values, counts, heavy_experts, donors, receivers)  # [X, K, n]
-        num_candidates = candidates.shape[1]
-        flat = candidates.reshape(-1, values.shape[1])
-        candidate_peak, candidate_heavy = packed(np.repeat(values, num_candidates, axis=0),
-                                                 flat, num_packs)
-        candidate_peak = candidate_peak.reshape(len(values), num_candidates)
-        best = candidate_peak.argmin(axis=1)
-        better = candidate_peak[rows, best] < peak - 1e-9
-        if not better.any():
+    for _ in range(COUNT_ROUNDS if donors * receivers >= 2 else 0):
+        candidates = moved_counts(values, counts, heavy_experts, donors, receivers)
+        counts, peak, heavy_experts, improved = best_of(values, counts, peak, heavy_experts,
+                                                        candidates, num_packs)
+        if not improved:
             break
-        chosen = rows * num_candidates + best
-        counts = np.where(better[:, None], flat[chosen], counts)
-        peak = np.where(better, candidate_peak[rows, best], peak)
-        heavy_experts = np.where(better[:, None], candidate_heavy[chosen], heavy_experts)
     return maps_from_counts(counts)
+
+
+def every_count_vector(num_log: int, num_phy: int, most: int) -> np.ndarray | None:
+    """[V, n] every count vector (each >= 1, sum num_phy), or None if V > most."""
+    extra = num_phy - num_log
+    if math.comb(num_log + extra - 1, extra) > most:
+        return None
+    vectors = np.ones((math.comb(num_log + extra - 1, extra), num_log), dtype=np.int64)
+    for index, chosen in enumerate(itertools.combinations_with_replacement(range(num_log),
+                                                                           extra)):
+        np.add.at(vectors[index], list(chosen), 1)
+    return vectors
+
+
+def best_of(values, counts, peak, heavy_experts, candidates, num_packs: int):
+    """(counts, peak, heavy experts, any improved): each row's best of its current counts
+    ([X, n], packed to `peak` [X]) and its `candidates` ([X, K, n]), the current on ties."""
+    num_rows, num_candidates, num_log = candidates.shape
+    flat = candidates.reshape(-1, num_log)
+    candidate_peak, candidate_heavy = packed(np.repeat(values, num_candidates, axis=0), flat,
+                                             num_packs)
+    candidate_peak = candidate_peak.reshape(num_rows, num_candidates)
+    rows = np.arange(num_rows)
+    best = candidate_peak.argmin(axis=1)
+    better = candidate_peak[rows, best] < peak - 1e-9
+    chosen = rows * num_candidates + best
+    return (np.where(better[:, None], flat[chosen], counts),
+            np.where(better, candidate_peak[rows, best], peak),
+            np.where(better[:, None], candidate_heavy[chosen], heavy_experts), better.any())
 
 
 def packed(values: np.ndarray, counts: np.ndarray, num_packs: int):
