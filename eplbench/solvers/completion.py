@@ -30,8 +30,15 @@ from eplbench.problem import Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.pairs import solve_pairs
 
+# the most GPUs the search takes on: beyond, on medium-cut (8 GPUs), the joint model alone
+# did better in the same time (median gap 7.0e-4 against 9.3e-4 at 60 s)
+MAX_GPUS = 4
 # search nodes (placements and spread steps) between two deadline checks
 CHECK_EVERY = 2_000
+
+
+class EnumerationTooLarge(Exception):
+    """The problem is larger than the exact enumerations take on (the joint model does)."""
 
 
 class SearchTimeout(Exception):
@@ -181,15 +188,18 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: fl
     """(phy2log [P], ub, lb) for one global-policy problem, weight: [E] tokens.
 
     Descends from the incumbent's load (a valid [P] placement): each round asks for a
-    placement one unit below the best so far (or below `cutoff`), until a round proves there is none (then
-    lb = ub) or the deadline passes (then lb is the count-free bound). With `cutoff`, values
-    at or above it need no proof: the search may stop with lb >= cutoff.
+    placement one unit below the best so far (or below `cutoff`), until a round proves there
+    is none (then lb = ub) or the deadline passes (then lb is the count-free bound). With `cutoff`, values
+    at or above it need no proof: the search may stop with lb >= cutoff. Raises
+    EnumerationTooLarge beyond MAX_GPUS GPUs (unless S <= 2 and the closed form applies).
     """
     if topology.slots_per_gpu <= 2:
         try:
             return _solve_in_closed_form(weight, topology, incumbent)
         except ValueError:
             pass  # too many count vectors: search
+    if topology.num_gpus > MAX_GPUS:
+        raise EnumerationTooLarge(f"{topology.num_gpus} GPUs for the completion search")
     lower, _ = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
     search = Completion(weight, topology, deadline)
     best = np.asarray(incumbent, dtype=np.int64)

@@ -6,8 +6,8 @@ an independent global problem (`completion.solve_global`, asked only about value
 best so far). An assignment's value is its worst node; node problems are cached by their set
 of groups; the search stops at the first bound that reaches the incumbent U.
 
-Where the assignments are too many, `EnumerationTooLarge` says so and the caller falls back
-to the joint model.
+Where the assignments are too many, or a node has more GPUs than the completion search
+takes, `EnumerationTooLarge` says so and the caller falls back to the joint model.
 """
 
 from __future__ import annotations
@@ -20,14 +20,10 @@ import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
-from eplbench.solvers.completion import solve_global
+from eplbench.solvers.completion import EnumerationTooLarge, solve_global
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 
 MAX_ASSIGNMENTS = 2_000
-
-
-class EnumerationTooLarge(Exception):
-    """More group-to-node assignments than the enumeration handles."""
 
 
 def balanced_assignments(num_groups: int, num_nodes: int):
