@@ -31,7 +31,7 @@ from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.pairs import solve_pairs
 
 # the most GPUs the search takes on: beyond, on medium-cut (8 GPUs), the joint model alone
-# did better in the same time (median gap 7.0e-4 against 9.3e-4 at 60 s)
+# did better in the same time (median gap 7.3e-4 against 9.3e-4 at 60 s)
 MAX_GPUS = 4
 # search nodes (placements and spread steps) between two deadline checks
 CHECK_EVERY = 2_000
