@@ -56,7 +56,7 @@ class Sandbox:
         """Warm up on `warmup_weight`, then time `repeats` calls on `weight`."""
         result = Measurement()
         for index, load in enumerate([warmup_weight] + [weight] * repeats):
-            reply = self._request(("call", spec, load, topology))
+            reply = self._request(("call", spec, load, topology, index > 0))
             if isinstance(reply, Failure):
                 result.failure = reply
                 return result
@@ -115,7 +115,8 @@ class Sandbox:
 
 
 def _serve(conn) -> None:
-    """Child loop: answer ("call", spec, weight, topology) with ("ok", seconds, output)."""
+    """Child loop: answer ("call", spec, weight, topology, timed) with ("ok", seconds, output);
+    an untimed call (the warm-up) reports 0 seconds."""
     import torch
 
     from eplbench.errors import BadInput
@@ -127,7 +128,7 @@ def _serve(conn) -> None:
     conn.send(("ready",))
     while True:
         try:
-            _, spec, weight, topology = conn.recv()
+            _, spec, weight, topology, timed = conn.recv()
         except EOFError:
             return
         try:
@@ -138,7 +139,8 @@ def _serve(conn) -> None:
             continue
         tensor = torch.from_numpy(weight)
         try:
-            output, seconds = timed_call(lambda: loaded[spec](tensor, *topology))
+            output, seconds = (timed_call(lambda: loaded[spec](tensor, *topology)) if timed
+                               else (loaded[spec](tensor, *topology), 0.0))
         except Exception as error:  # noqa: BLE001 - any failure of the candidate is its result
             where = traceback.extract_tb(error.__traceback__)[-1]
             conn.send(("error", "raised", f"{type(error).__name__}: {error} "

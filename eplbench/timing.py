@@ -4,7 +4,8 @@ alternate call by call so that drift in machine speed hits all of them alike.
 Some machines serve `perf_counter` from a coarse clock (a 4 ms tick was seen on the
 development machine in threaded processes). `timed_call` measures the tick once and, when a
 call lasts fewer than `MIN_TICKS` ticks, times a batch of back-to-back calls and divides, as
-`timeit` does; with a fine clock every call is timed alone.
+`timeit` does (doubling the batch until it spans enough ticks); with a fine clock every call
+is timed alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DEEPSEEK_V3_SHAPE = {"layers": 58, "experts": 256,
 
 
 # a sample must span at least this many clock ticks
-MIN_TICKS = 20
+MIN_TICKS = 5
 _tick: float | None = None
 
 
@@ -44,15 +45,14 @@ def timed_call(call: Callable[[], object]) -> tuple[object, float]:
     """(the first call's output, seconds per call)."""
     start = time.perf_counter()
     output = call()
-    seconds = time.perf_counter() - start
-    floor = MIN_TICKS * clock_tick()
-    if seconds >= floor:
-        return output, seconds
-    batch = int(floor / max(seconds, clock_tick())) + 1
-    start = time.perf_counter()
-    for _ in range(batch):
-        call()
-    return output, (time.perf_counter() - start) / batch
+    elapsed, calls = time.perf_counter() - start, 1
+    while elapsed < MIN_TICKS * clock_tick():
+        calls *= 2
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        elapsed = time.perf_counter() - start
+    return output, elapsed / calls
 
 
 def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

@@ -45,17 +45,17 @@ def test_import_error_in_user_file(tmp_path):
 
 
 def test_timed_call_batches_only_under_a_coarse_clock(monkeypatch):
-    """A call shorter than MIN_TICKS clock ticks is repeated and averaged; with a fine clock
-    it runs once. The clock is a fake that advances one second per reading."""
-    import itertools
-
+    """A call shorter than MIN_TICKS clock ticks is repeated in doubling batches until a batch
+    spans them; with a fine clock it runs once. The fake clock reads the number of calls made,
+    so every call lasts exactly one unit."""
     from eplbench import timing
 
-    monkeypatch.setattr(timing.time, "perf_counter", itertools.count().__next__)
     calls = []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(len(calls)))
     monkeypatch.setattr(timing, "_tick", 1e-12)
-    assert timing.timed_call(lambda: calls.append(1) or "out")[0] == "out"
+    assert timing.timed_call(lambda: calls.append(1) or "out") == ("out", 1.0)
     assert len(calls) == 1
-    monkeypatch.setattr(timing, "_tick", 10.0)  # a 1 s call spans 0.1 tick: 21 more calls
-    output, seconds = timing.timed_call(lambda: calls.append(1) or "out")
-    assert output == "out" and len(calls) == 1 + 1 + 21 and seconds == 1 / 21
+    calls.clear()
+    monkeypatch.setattr(timing, "_tick", 10.0)  # 5 ticks = 50 units: batches up to 64
+    assert timing.timed_call(lambda: calls.append(1) or "out") == ("out", 1.0)
+    assert len(calls) == 1 + 2 + 4 + 8 + 16 + 32 + 64
