@@ -23,7 +23,7 @@ import torch
 from eplbench.heuristics.deepseek import descending_order, rebalance_with
 from eplbench.heuristics.deepseek_fast import (balanced_packing_vectorised,
                                                replicate_experts_vectorised)
-from eplbench.heuristics.swap_refinement import index_and_rank, members_of
+from eplbench.heuristics.swap_refinement import item_weights, pack_then
 
 IMBALANCE_THRESHOLD = 1.01
 GAIN_SHARE = 0.01
@@ -41,21 +41,11 @@ def serpentine_packing(weight: torch.Tensor, num_packs: int):
     return pack_index, rank_in_pack
 
 
-def swift_packing(weight: torch.Tensor, num_packs: int):
-    """DeepSeek's packing, then SwiftBalancer's bounded swaps (module docstring)."""
-    pack_index, rank_in_pack = balanced_packing_vectorised(weight, num_packs)
-    if weight.shape[1] // num_packs < 2:
-        return pack_index, rank_in_pack
-    members = members_of(pack_index.numpy(), rank_in_pack.numpy(), num_packs)
-    swift_swaps(weight.double().numpy(), members)
-    return index_and_rank(members, weight.shape[1])
-
-
 def swift_swaps(weight: np.ndarray, members: np.ndarray) -> None:
     """In place on members [X, packs, k]; weight: [X, n]."""
     num_rows, num_packs, _ = members.shape
     mean = weight.sum(axis=1) / num_packs
-    loads = np.take_along_axis(weight[:, None, :], members, axis=2).sum(axis=2)
+    loads = item_weights(weight, members).sum(axis=2)
     active = loads.max(axis=1) >= IMBALANCE_THRESHOLD * mean
     paired = np.zeros((num_rows, num_packs, num_packs), dtype=bool)
     swapped_in = np.zeros(weight.shape, dtype=bool)
@@ -80,7 +70,7 @@ def _first_good_swap(weight, members, paired, swapped_in, min_gain):
     """(found [R], heavy, partner, place in heavy, place in partner): per row, the best swap
     with the first partner (lightest first) whose best swap gains at least min_gain."""
     rows = np.arange(len(weight))
-    item_weight = np.take_along_axis(weight[:, None, :], members, axis=2)
+    item_weight = item_weights(weight, members)
     movable = ~np.take_along_axis(swapped_in[:, None, :], members, axis=2)
     loads = item_weight.sum(axis=2)
     order = np.argsort(loads, axis=1, kind="stable")
@@ -106,4 +96,6 @@ def _first_good_swap(weight, members, paired, swapped_in, min_gain):
 
 zigzag = partial(rebalance_with, serpentine_packing, replicate_experts_vectorised,
                  group_packing=balanced_packing_vectorised)
+# DeepSeek's packing, then SwiftBalancer's bounded swaps (module docstring)
+swift_packing = partial(pack_then, swift_swaps, balanced_packing_vectorised)
 swift = partial(rebalance_with, swift_packing, replicate_experts_vectorised)

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 
-
 def divisor_allocation(weight: np.ndarray, counts: np.ndarray, seats: int,
                        offset: float) -> np.ndarray:
     """Give `seats` more replicas per row, each to the expert with the largest

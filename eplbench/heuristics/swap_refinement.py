@@ -34,16 +34,23 @@ def refined(packing, mode: str, steps: int = 2):
     """A packing function (DeepSeek's contract) that runs `packing`, then the swaps."""
     if mode not in MODES:
         raise ValueError(f"unknown swap refinement {mode!r}; known: {', '.join(MODES)}")
-    return partial(_pack_and_refine, packing, mode, steps)
+    return partial(pack_then, partial(refine, mode=mode, steps=steps), packing)
 
 
-def _pack_and_refine(packing, mode: str, steps: int, weight: torch.Tensor, num_packs: int):
+def pack_then(improve, packing, weight: torch.Tensor, num_packs: int):
+    """DeepSeek's packing contract: `packing`, then `improve(weight [X, n] float64, members
+    [X, packs, k])` in place on the packs' members (skipped with one item per pack)."""
     pack_index, rank_in_pack = packing(weight, num_packs)
     if weight.shape[1] // num_packs < 2:
         return pack_index, rank_in_pack
     members = members_of(pack_index.numpy(), rank_in_pack.numpy(), num_packs)
-    refine(weight.double().numpy(), members, mode, steps)
+    improve(weight.double().numpy(), members)
     return index_and_rank(members, weight.shape[1])
+
+
+def item_weights(weight: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """[X, packs, k] the weight of every pack member; weight: [X, n]."""
+    return np.take_along_axis(weight[:, None, :], members, axis=2)
 
 
 def members_of(pack_index: np.ndarray, rank: np.ndarray, num_packs: int) -> np.ndarray:
@@ -73,7 +80,7 @@ def refine(weight: np.ndarray, members: np.ndarray, mode: str, steps: int) -> No
     rows = np.arange(weight.shape[0])
     active = np.ones(len(rows), dtype=bool)
     for _ in range(steps):
-        item_weight = np.take_along_axis(weight[:, None, :], members, axis=2)
+        item_weight = item_weights(weight, members)
         loads = item_weight.sum(axis=2)  # [X, packs]
         heavy = loads.argmax(axis=1)
         order = np.argsort(loads, axis=1, kind="stable")

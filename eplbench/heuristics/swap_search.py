@@ -34,7 +34,7 @@ from eplbench.heuristics.deepseek import rebalance_with
 from eplbench.heuristics.deepseek_fast import (balanced_packing_vectorised,
                                                replicate_experts_vectorised)
 from eplbench.heuristics.replication_fixups import maps_from_counts
-from eplbench.heuristics.swap_refinement import index_and_rank, members_of
+from eplbench.heuristics.swap_refinement import item_weights, members_of, pack_then
 
 MAX_STEPS = 64
 PARTNERS = 4
@@ -45,23 +45,13 @@ WORK_PER_ROUND = 40_000
 EXHAUSTIVE_WORK = 300_000
 
 
-def swap_searched_packing(weight: torch.Tensor, num_packs: int):
-    """DeepSeek's packing contract: weight [X, n] -> (pack_index, rank_in_pack), [X, n]."""
-    pack_index, rank_in_pack = balanced_packing_vectorised(weight, num_packs)
-    if weight.shape[1] // num_packs < 2:
-        return pack_index, rank_in_pack
-    members = members_of(pack_index.numpy(), rank_in_pack.numpy(), num_packs)
-    search_swaps(weight.double().numpy(), members, MAX_STEPS)
-    return index_and_rank(members, weight.shape[1])
-
-
 def search_swaps(weight: np.ndarray, members: np.ndarray, max_steps: int) -> None:
     """In place on members [X, packs, k]; weight: [X, n]."""
     rows = np.arange(weight.shape[0])
     for _ in range(max_steps):
         if not len(rows):
             return
-        item_weight = np.take_along_axis(weight[rows, None, :], members[rows], axis=2)
+        item_weight = item_weights(weight[rows], members[rows])
         loads = item_weight.sum(axis=2)  # [R, packs]
         index = np.arange(len(rows))
         heavy = loads.argmax(axis=1)
@@ -84,6 +74,11 @@ def search_swaps(weight: np.ndarray, members: np.ndarray, max_steps: int) -> Non
         moved = members[rows, heavy, heavy_place].copy()
         members[rows, heavy, heavy_place] = members[rows, partner, partner_place]
         members[rows, partner, partner_place] = moved
+
+
+# DeepSeek's packing contract: weight [X, n] -> (pack_index, rank_in_pack), [X, n]
+swap_searched_packing = partial(pack_then, partial(search_swaps, max_steps=MAX_STEPS),
+                                balanced_packing_vectorised)
 
 
 def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int,
@@ -159,7 +154,7 @@ def packed(values: np.ndarray, counts: np.ndarray, num_packs: int):
     replica_load = np.take_along_axis(values / counts, phy2log, axis=1)
     pack_index, rank = swap_searched_packing(torch.from_numpy(replica_load).float(), num_packs)
     members = members_of(pack_index.numpy(), rank.numpy(), num_packs)
-    loads = np.take_along_axis(replica_load[:, None, :], members, axis=2).sum(axis=2)
+    loads = item_weights(replica_load, members).sum(axis=2)
     heavy = loads.argmax(axis=1)
     heavy_replicas = members[np.arange(len(values)), heavy]
     return loads.max(axis=1), np.take_along_axis(phy2log, heavy_replicas, axis=1)
