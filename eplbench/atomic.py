@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path`; a failure leaves any earlier file untouched."""
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is
+    removed and any earlier file stays untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
+        yield temporary
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path`; a failure leaves any earlier file untouched."""
+    with replaced_atomically(path) as temporary:
+        Path(temporary).write_text(text)
+    return Path(path)

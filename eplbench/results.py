@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from eplbench.atomic import replaced_atomically
 from eplbench.errors import BadInput
 
 
@@ -17,18 +17,11 @@ def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in (".parquet", ".csv"):
         raise BadInput(f"{path}: results are written as .parquet or .csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with replaced_atomically(path) as temporary:
         if path.suffix == ".parquet":
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
