@@ -23,9 +23,10 @@ def gap_table(summaries: list[tuple[str, pd.DataFrame]], command: str) -> str:
              "lower bound (an upper end). Speed: geometric mean over instances of the "
              "`deepseek` port's time / the heuristic's, one thread.", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    by_heuristic = [summary.set_index("heuristic") for _, summary in summaries]
     for heuristic in heuristics:
-        rows = [summary.set_index("heuristic").loc[heuristic] if heuristic in
-                set(summary.heuristic) else None for _, summary in summaries]
+        rows = [summary.loc[heuristic] if heuristic in summary.index else None
+                for summary in by_heuristic]
         cells = [heuristic] + [_gap_cell(row) for row in rows] + [_speed_cell(row) for row in rows]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Lower bounds on a layer's optimal max GPU load that need no search (SPEC 3, 10).
 
 Loads are exact: `Fraction`s of tokens. "Count-free" bounds hold for every replica-count
-vector; `packing_bounds` hold for one given count vector.
+vector.
 """
 
 from __future__ import annotations
@@ -45,30 +45,6 @@ def count_free_bound(weight, num_slots: int, num_gpus: int) -> tuple[Fraction, s
     candidates = [(mean_bound(weight, num_gpus), "mean"),
                   (replica_bound(weight, num_slots), "replica")]
     return max(candidates, key=lambda item: item[0])
-
-
-def replica_loads(weight, counts) -> list[Fraction]:
-    """Every replica's load, largest first."""
-    loads = [Fraction(int(w), int(c)) for w, c in zip(weight, counts) for _ in range(int(c))]
-    return sorted(loads, reverse=True)
-
-
-def packing_bounds(loads: list[Fraction], num_gpus: int, slots_per_gpu: int) -> dict[str, Fraction]:
-    """Bounds for packing given replicas (`loads`, largest first) S to a GPU.
-
-    mean: sum / G. largest: r_1. pigeonhole(t): among the tG + 1 largest replicas some GPU
-    holds t + 1, so it carries at least r_(tG-t+1) + ... + r_(tG+1). largest_plus_smallest:
-    the GPU with r_1 holds S - 1 others, each at least as large as the smallest ones.
-    """
-    bounds = {"mean": sum(loads, Fraction(0)) / num_gpus, "largest": loads[0]}
-    for t in range(1, slots_per_gpu):
-        top = t * num_gpus + 1
-        if top > len(loads):
-            break
-        bounds[f"pigeonhole({t})"] = sum(loads[top - t - 1:top], Fraction(0))
-    smallest = loads[len(loads) - (slots_per_gpu - 1):] if slots_per_gpu > 1 else []
-    bounds["largest_plus_smallest"] = loads[0] + sum(smallest, Fraction(0))
-    return bounds
 
 
 def node_mean_bound(weight, num_groups: int, num_nodes: int, num_gpus: int,

@@ -189,9 +189,10 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: fl
 
     Descends from the incumbent's load (a valid [P] placement): each round asks for a
     placement one unit below the best so far (or below `cutoff`), until a round proves there
-    is none (then lb = ub) or the deadline passes (then lb is the count-free bound). With `cutoff`, values
-    at or above it need no proof: the search may stop with lb >= cutoff. Raises
-    EnumerationTooLarge beyond MAX_GPUS GPUs (unless S <= 2 and the closed form applies).
+    is none (then lb = ub) or the deadline passes (then lb is the count-free bound). With
+    `cutoff`, values at or above it need no proof: the search may stop with lb >= cutoff.
+    Raises EnumerationTooLarge beyond MAX_GPUS GPUs (unless S <= 2 and the closed form
+    applies).
     """
     if topology.slots_per_gpu <= 2:
         try:
