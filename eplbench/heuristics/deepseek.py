@@ -10,6 +10,7 @@ swaps in a vectorised packing.
 Policy: hierarchical when `num_groups % num_nodes == 0`, else global (one group, one node).
 """
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -18,6 +19,9 @@ from eplbench.heuristics.mapping import log2phy_from_ranks
 
 Packing = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 Replication = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# both stages within a node: (node rows [X, n], slots per row, GPUs per row) -> replica2local,
+# replica_rank [X, slots], local_count [X, n], gpu_of_replica, rank_on_gpu [X, slots]
+Placement = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, ...]]
 
 
 def descending_order(weight: torch.Tensor) -> torch.Tensor:
@@ -91,16 +95,25 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     return inverse.scatter_(1, perm, positions)
 
 
+def replicate_then_pack(replicate: Replication, packing: Packing, node_weight: torch.Tensor,
+                        num_phy: int, num_packs: int):
+    """DeepSeek's two stages within a node (a `Placement`): replicate, then pack the replicas
+    by their load (float32 weight / count)."""
+    replica2local, replica_rank, local_count = replicate(node_weight, num_phy)
+    replica_load = (node_weight / local_count).gather(-1, replica2local)
+    gpu_of_replica, rank_on_gpu = packing(replica_load, num_packs)
+    return replica2local, replica_rank, local_count, gpu_of_replica, rank_on_gpu
+
+
 def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: int,
-                           num_nodes: int, num_gpus: int, packing: Packing,
-                           replicate: Replication, group_packing: Packing | None = None):
-    """Groups to nodes, D'Hondt within each node, replicas to the node's GPUs.
+                           num_nodes: int, num_gpus: int, group_packing: Packing,
+                           place: Placement):
+    """Groups to nodes, then replicas placed within each node.
 
     Args:
         weight: [L, E] float32 loads; E % num_groups == 0, num_groups % num_nodes == 0.
-        packing: the balanced-packing function used for both packing steps, unless
-            `group_packing` is given for groups to nodes.
-        replicate: the D'Hondt replication function.
+        group_packing: groups to nodes (DeepSeek: its balanced packing).
+        place: replication and packing within a node (DeepSeek: D'Hondt, then the packing).
     Returns:
         phy2log [L, P], rank [L, P], logcnt [L, E], all int64.
     """
@@ -111,18 +124,15 @@ def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: 
     slots_per_gpu = num_replicas // num_gpus
 
     group_load = weight.unflatten(-1, (num_groups, group_size)).sum(-1)
-    node_of_group, rank_on_node = (group_packing or packing)(group_load, num_nodes)
+    node_of_group, rank_on_node = group_packing(group_load, num_nodes)
     # "node-major" order: the experts of node 0's groups first, then node 1's, ...
     first_position = (node_of_group * groups_per_node + rank_on_node) * group_size
     log2node_major = (first_position.unsqueeze(-1) + torch.arange(group_size)).flatten(-2)
     node_major2log = inverse_permutation(log2node_major)
 
     node_weight = weight.gather(-1, node_major2log).view(-1, experts_per_node)
-    replica2local, replica_rank, local_count = replicate(
-        node_weight, num_replicas // num_nodes)
-
-    replica_load = (node_weight / local_count).gather(-1, replica2local)
-    gpu_of_replica, rank_on_gpu = packing(replica_load, num_gpus // num_nodes)
+    replica2local, replica_rank, local_count, gpu_of_replica, rank_on_gpu = place(
+        node_weight, num_replicas // num_nodes, num_gpus // num_nodes)
     slot_of_replica = gpu_of_replica * slots_per_gpu + rank_on_gpu
     replica_of_slot = inverse_permutation(slot_of_replica)
 
@@ -140,13 +150,21 @@ def rebalance_with(packing: Packing, replicate: Replication, weight: torch.Tenso
                    group_packing: Packing | None = None):
     """DeepSeek's entry point with chosen stage functions (`group_packing`: groups to nodes,
     if not `packing`); see `rebalance_experts`."""
+    return rebalance_placed(group_packing or packing,
+                            partial(replicate_then_pack, replicate, packing), weight,
+                            num_replicas, num_groups, num_nodes, num_gpus)
+
+
+def rebalance_placed(group_packing: Packing, place: Placement, weight: torch.Tensor,
+                     num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int):
+    """DeepSeek's entry point with groups packed by `group_packing` and each node's
+    replicas chosen and packed by `place`; see `rebalance_experts`."""
     weight = torch.as_tensor(weight).float().cpu()
     if num_groups % num_nodes == 0:
         topology = (num_replicas, num_groups, num_nodes, num_gpus)
     else:
         topology = (num_replicas, 1, 1, num_gpus)
-    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, packing, replicate,
-                                                    group_packing)
+    phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, group_packing, place)
     return phy2log, log2phy_from_ranks(phy2log, rank, logcnt), logcnt
 
 
