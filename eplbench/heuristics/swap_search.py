@@ -1,169 +1,222 @@
-"""Our heuristic: replica counts chosen with the packing in view, greedy packing, then a
-best-improvement swap search.
+"""Our heuristic: replica counts chosen with the packing in hand, a packing by rounds, and a
+best-improvement swap search, on every row at once.
 
-Counts: where the rows are few and small enough (at most `EXHAUSTIVE_WORK` replicas packed
-in all), every count vector is packed and each row keeps its best. Otherwise D'Hondt first
-(it minimises the largest replica, not the largest GPU), then, for up to `COUNT_ROUNDS` rounds, each row packs its counts and tries moving one replica slot from a
-donor (among the `DONORS` experts with two or more replicas whose load per replica would
-rise least) to a receiver (an expert on the heaviest GPU, heaviest replica first); every
-candidate is packed in full, all rows and candidates at once, and a row keeps the best count
-vector, its current one on ties. The candidates per row are capped so that a round packs at
-most `WORK_PER_ROUND` replicas in all: small problems get the full search, a call with
-many rows (the DeepSeek-V3 shape: 58 layers x 4 nodes) a narrower one or none.
+A row is a layer (global policy) or a layer's node (hierarchical, after DeepSeek's groups to
+nodes): n experts, N slots, G GPUs of S = N / G slots. Per row:
 
-Packing: after every greedy packing (groups to nodes, replicas to GPUs), each row repeats up to
-`MAX_STEPS` times: of all swaps between an item of the heaviest pack h and an item of any
-other pack g, take the one that leaves the pair's larger load smallest,
-max(load_h - x, load_g + x) with x = w_i - w_j, and apply it when that is below load_h.
-Unlike the seeds' fix-ups (heaviest against lightest only, two steps), every pack is a
-partner and the search runs until no swap helps, so the result is swap-optimal for the
-heaviest pack. Rows that have converged drop out of the arrays, so the later steps cost
-little.
+1. Counts: where the rows are few and small (rows x V x N <= `EXHAUSTIVE_WORK` for the V
+   count vectors), every count vector is packed (steps 2-3) and the row keeps its best.
+   Otherwise D'Hondt, which minimises the largest replica but not the largest GPU, then
+   step 4.
+2. Packing by rounds: the replicas sorted by load are dealt in blocks of G, each block
+   heaviest first to the GPUs lightest so far, so every GPU gets one replica per round.
+3. Swaps: up to `MAX_SWAP_STEPS` times, of the swaps between a replica on the heaviest GPU h
+   and one on the `PARTNERS` lightest GPUs g, take the one that leaves
+   max(load_h - x, load_g + x) smallest (x = w_i - w_j), and apply it when that is below
+   load_h.
+4. Count moves, up to `COUNT_ROUNDS` rounds: candidates move one slot from a donor (among
+   the `DONORS` experts with two or more replicas whose load per replica would rise least)
+   to a receiver (an expert on the heaviest GPU, heaviest replica first); each candidate is
+   packed in full (steps 2-3), and a row keeps the best, its current counts on ties. Moving
+   a slot on the current packing alone never helped on the bundled sets: the gain comes
+   from re-packing. A round packs at most `WORK_PER_ROUND` replicas in all, so small
+   problems get the full search and the DeepSeek-V3 shape (58 layers x 4 nodes) none.
+
+Rows whose swaps stop improving leave the arrays, so later steps cost little. Loads are
+float64 (token counts of float32 weights are exact there); `TOLERANCE` keeps rounding noise
+from counting as an improvement.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from functools import partial
 
 import numpy as np
 import torch
 
-from eplbench.heuristics.deepseek import rebalance_with
-from eplbench.heuristics.deepseek_fast import (balanced_packing_vectorised,
-                                               replicate_experts_vectorised)
-from eplbench.heuristics.replication_fixups import maps_from_counts
-from eplbench.heuristics.swap_refinement import item_weights, members_of, pack_then
+from eplbench.heuristics.deepseek import rebalance_placed
+from eplbench.heuristics.deepseek_fast import replicate_experts_vectorised
 
-MAX_STEPS = 64
+MAX_SWAP_STEPS = 24
 PARTNERS = 4
-COUNT_ROUNDS = 10
 DONORS = 4
-WORK_PER_ROUND = 40_000
+COUNT_ROUNDS = 10
+# replicas packed per count-move round, all rows and candidates together
+WORK_PER_ROUND = 30_000
 # replicas packed in all when every count vector is tried
 EXHAUSTIVE_WORK = 300_000
-
-
-def search_swaps(weight: np.ndarray, members: np.ndarray, max_steps: int) -> None:
-    """In place on members [X, packs, k]; weight: [X, n]."""
-    rows = np.arange(weight.shape[0])
-    for _ in range(max_steps):
-        if not len(rows):
-            return
-        item_weight = item_weights(weight[rows], members[rows])
-        loads = item_weight.sum(axis=2)  # [R, packs]
-        index = np.arange(len(rows))
-        heavy = loads.argmax(axis=1)
-        heavy_items = item_weight[index, heavy]  # [R, k]
-        partners = np.argsort(loads, axis=1, kind="stable")[:, :PARTNERS]  # lightest first
-        partner_items = item_weight[index[:, None], partners]  # [R, partners, k]
-        gain = heavy_items[:, None, :, None] - partner_items[:, :, None, :]
-        pair_max = np.maximum(loads[index, heavy][:, None, None, None] - gain,
-                              np.take_along_axis(loads, partners, axis=1)[:, :, None, None]
-                              + gain)
-        pair_max[partners == heavy[:, None]] = np.inf  # no swap inside h
-        per_pack = members.shape[2]
-        flat = pair_max.reshape(len(rows), -1).argmin(axis=1)
-        best = pair_max.reshape(len(rows), -1)[index, flat]
-        better = best < loads[index, heavy] - 1e-9
-        rows, flat, heavy, partners = rows[better], flat[better], heavy[better], partners[better]
-        partner_rank, place = np.divmod(flat, per_pack * per_pack)
-        partner = partners[np.arange(len(rows)), partner_rank]
-        heavy_place, partner_place = np.divmod(place, per_pack)
-        moved = members[rows, heavy, heavy_place].copy()
-        members[rows, heavy, heavy_place] = members[rows, partner, partner_place]
-        members[rows, partner, partner_place] = moved
-
-
-# DeepSeek's packing contract: weight [X, n] -> (pack_index, rank_in_pack), [X, n]
-swap_searched_packing = partial(pack_then, partial(search_swaps, max_steps=MAX_STEPS),
-                                balanced_packing_vectorised)
+TOLERANCE = 1e-9
 
 
 def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int,
                       num_gpus: int):
     """Engine signature; see `deepseek.rebalance_experts`."""
-    per_node = num_groups % num_nodes == 0
-    gpus_per_row = num_gpus // num_nodes if per_node else num_gpus
-    return rebalance_with(swap_searched_packing, partial(counts_for_packing, gpus_per_row),
-                          weight, num_replicas, num_groups, num_nodes, num_gpus)
+    return rebalance_placed(group_packing, place, weight, num_replicas, num_groups,
+                            num_nodes, num_gpus)
 
 
-def counts_for_packing(num_packs: int, weight: torch.Tensor, num_phy: int):
-    """Replication stage (DeepSeek's contract) for rows packed onto `num_packs` GPUs."""
+def group_packing(weight: torch.Tensor, num_packs: int):
+    """DeepSeek's packing contract (weight [X, n] -> pack_index, rank_in_pack, [X, n]) by
+    steps 2-3, for groups onto nodes."""
     values = weight.double().numpy()
-    _, _, counts = replicate_experts_vectorised(weight, num_phy)
-    counts = counts.numpy()
+    num_rows, num_items = values.shape
+    replica, _ = packed(values, np.ones(values.shape, dtype=np.int64), num_packs)
+    item = replica.reshape(num_rows, -1)  # one replica per item: the item's index
+    slot = np.arange(num_items)
+    pack_index, rank_in_pack = np.empty((2, num_rows, num_items), dtype=np.int64)
+    np.put_along_axis(pack_index, item, slot // replica.shape[2], axis=1)
+    np.put_along_axis(rank_in_pack, item, slot % replica.shape[2], axis=1)
+    return torch.from_numpy(pack_index), torch.from_numpy(rank_in_pack)
+
+
+def place(node_weight: torch.Tensor, num_phy: int, num_packs: int):
+    """A `deepseek.Placement`: node rows [X, n] float32 onto `num_packs` GPUs of
+    num_phy / num_packs slots each; the replicas come back in slot order."""
+    values = node_weight.double().numpy()
     num_rows, num_log = values.shape
     slots = num_phy // num_packs
-    if num_phy == num_log or slots < 2:
-        return maps_from_counts(counts)
-    peak, heavy_experts = packed(values, counts, num_packs)
     every = every_count_vector(num_log, num_phy, EXHAUSTIVE_WORK // (num_rows * num_phy))
-    if every is not None:
-        candidates = np.tile(every, (num_rows, 1, 1))
-        return maps_from_counts(best_of(values, counts, peak, heavy_experts, candidates,
-                                        num_packs)[0])
-    affordable = WORK_PER_ROUND // (num_rows * num_phy)
+    if slots < 2 or num_packs < 2:  # nothing to search: D'Hondt is optimal, or one GPU
+        counts = replicate_experts_vectorised(node_weight, num_phy)[2].numpy()
+        replica, _ = packed_by_rounds(values, counts, num_packs)
+    elif every is not None:
+        counts, replica, _ = best_count_vectors(values, np.tile(every, (num_rows, 1, 1)),
+                                                num_packs)
+    else:
+        counts = replicate_experts_vectorised(node_weight, num_phy)[2].numpy()
+        counts, replica = search_counts(values, counts, *packed(values, counts, num_packs))
+    return placement_maps(replica, counts)
+
+
+def packed_by_rounds(values: np.ndarray, counts: np.ndarray, num_packs: int):
+    """(replica, load), both [R, G, S]: the replicas of `counts` ([R, n], rows of `values`
+    [R, n] tokens) dealt by rounds (step 2); round r fills place r of every GPU. A replica
+    is named by its index in expert order (`replica_experts`)."""
+    num_rows = len(values)
+    replica_load = np.take_along_axis(values / counts, replica_experts(counts), axis=1)
+    order = by_load(replica_load, descending=True)
+    replica_load = np.take_along_axis(replica_load, order, axis=1)
+    num_phy = replica_load.shape[1]
+    gpu = np.empty((num_rows, num_phy), dtype=np.int64)
+    gpu[:, :num_packs] = np.arange(num_packs)
+    total = replica_load[:, :num_packs].copy()
+    rows = np.arange(num_rows)[:, None]
+    for start in range(num_packs, num_phy, num_packs):
+        packs = by_load(total, descending=False)
+        gpu[:, start:start + num_packs] = packs
+        total[rows, packs] += replica_load[:, start:start + num_packs]
+    slots = num_phy // num_packs
+    slot = gpu * slots + np.arange(num_phy) // num_packs
+    replica = np.empty((num_rows, num_phy), dtype=np.int64)
+    load = np.empty((num_rows, num_phy))
+    np.put_along_axis(replica, slot, order, axis=1)
+    np.put_along_axis(load, slot, replica_load, axis=1)
+    return replica.reshape(num_rows, num_packs, slots), load.reshape(num_rows, num_packs, slots)
+
+
+def replica_experts(counts: np.ndarray) -> np.ndarray:
+    """[R, N] the expert of each replica, replicas in expert order; counts: [R, n]."""
+    num_rows, num_log = counts.shape
+    return np.repeat(np.tile(np.arange(num_log), num_rows), counts.ravel()).reshape(num_rows, -1)
+
+
+def by_load(load: np.ndarray, descending: bool) -> np.ndarray:
+    """[R, N] each row's positions by load (load >= 0), equal loads by position.
+
+    A stable sort of floats costs 3-4x numpy's default sort here, and the default sort's
+    order of equal keys may differ between machines, so it gets unique int64 keys instead:
+    the bits of a float >= 0 sort as the float does (inverted for descending), and their
+    lowest bits give way to the position. Loads within 2^-(52 - log2 N) of each other,
+    relatively, count as equal.
+    """
+    num_items = load.shape[1]
+    position_bits = max(1, (num_items - 1).bit_length())
+    bits = load.view(np.int64)
+    keys = (~bits if descending else bits) & ~np.int64((1 << position_bits) - 1)
+    return np.argsort(keys | np.arange(num_items), axis=1)
+
+
+def search_swaps(replica: np.ndarray, load: np.ndarray, total: np.ndarray, rows: np.ndarray,
+                 max_steps: int = MAX_SWAP_STEPS) -> None:
+    """Step 3 on `rows`, in place on replica, load [R, G, S] and total [R, G].
+
+    The pair's larger load after a swap is (load_h + load_g) / 2 + |x - (load_h - load_g) / 2|,
+    so the candidates are ranked by that in float32 (the bulk of the work, [rows, partners,
+    S, S]); the chosen swap is applied only if float64 says it lowers load_h.
+    """
+    partners = min(PARTNERS, total.shape[1] - 1)
+    slots = load.shape[2]
+    for _ in range(max_steps if partners and slots > 1 else 0):
+        if not len(rows):
+            return
+        pack_load = total[rows]
+        index = np.arange(len(rows))
+        heavy = pack_load.argmax(axis=1)
+        light = np.argpartition(pack_load, partners - 1, axis=1)[:, :partners]
+        heavy_load = pack_load[index, heavy]
+        light_load = pack_load[index[:, None], light]  # [A, partners]
+        heavy_items = load[rows, heavy]  # [A, S]
+        light_items = load[rows[:, None], light]  # [A, partners, S]
+        aim = (heavy_items[:, None, :] - (heavy_load[:, None, None] - light_load[..., None]) / 2)
+        miss = np.abs(aim.astype(np.float32)[..., None]
+                      - light_items.astype(np.float32)[:, :, None, :])  # [A, partners, S, S]
+        miss += (light_load.astype(np.float32) / 2)[..., None, None]
+        best = miss.reshape(len(rows), -1).argmin(axis=1)
+        partner_rank, heavy_place, light_place = np.unravel_index(best,
+                                                                  (partners, slots, slots))
+        heavy_item = heavy_items[index, heavy_place]
+        light_item = light_items[index, partner_rank, light_place]
+        shift = heavy_item - light_item
+        after = np.maximum(heavy_load - shift, light_load[index, partner_rank] + shift)
+        better = after < heavy_load - TOLERANCE
+        rows, index = rows[better], index[better]
+        heavy_slot = (heavy[better], heavy_place[better], heavy_item[better])
+        light_slot = (light[index, partner_rank[better]], light_place[better],
+                      light_item[better])
+        swap_slots(replica, load, total, rows, heavy_slot, light_slot)
+
+
+def swap_slots(replica, load, total, rows, first, second) -> None:
+    """Exchange two slots of each row in `rows`: first = (gpu [A], place [A], load [A])."""
+    first_replica = replica[rows, first[0], first[1]]
+    replica[rows, first[0], first[1]] = replica[rows, second[0], second[1]]
+    replica[rows, second[0], second[1]] = first_replica
+    load[rows, first[0], first[1]] = second[2]
+    load[rows, second[0], second[1]] = first[2]
+    total[rows, first[0]] += second[2] - first[2]
+    total[rows, second[0]] += first[2] - second[2]
+
+
+def search_counts(values, counts, replica, load):
+    """Step 4: (counts [R, n], replica [R, G, S]) after the count-move rounds, from `counts`
+    packed as `replica`, `load` [R, G, S]."""
+    num_rows, num_packs, slots = replica.shape
+    affordable = WORK_PER_ROUND // (num_rows * num_packs * slots)
     receivers = min(slots, affordable // DONORS) if affordable >= DONORS else affordable
     donors = min(DONORS, affordable // max(receivers, 1))
-    for _ in range(COUNT_ROUNDS if donors * receivers >= 2 else 0):
-        candidates = moved_counts(values, counts, heavy_experts, donors, receivers)
-        counts, peak, heavy_experts, improved = best_of(values, counts, peak, heavy_experts,
-                                                        candidates, num_packs)
-        if not improved:
-            break
-    return maps_from_counts(counts)
-
-
-def every_count_vector(num_log: int, num_phy: int, most: int) -> np.ndarray | None:
-    """[V, n] every count vector (each >= 1, sum num_phy), or None if V > most."""
-    extra = num_phy - num_log
-    if math.comb(num_log + extra - 1, extra) > most:
-        return None
-    vectors = np.ones((math.comb(num_log + extra - 1, extra), num_log), dtype=np.int64)
-    for index, chosen in enumerate(itertools.combinations_with_replacement(range(num_log),
-                                                                           extra)):
-        np.add.at(vectors[index], list(chosen), 1)
-    return vectors
-
-
-def best_of(values, counts, peak, heavy_experts, candidates, num_packs: int):
-    """(counts, peak, heavy experts, any improved): each row's best of its current counts
-    ([X, n], packed to `peak` [X]) and its `candidates` ([X, K, n]), the current on ties."""
-    num_rows, num_candidates, num_log = candidates.shape
-    flat = candidates.reshape(-1, num_log)
-    candidate_peak, candidate_heavy = packed(np.repeat(values, num_candidates, axis=0), flat,
-                                             num_packs)
-    candidate_peak = candidate_peak.reshape(num_rows, num_candidates)
+    peak = load.sum(axis=2).max(axis=1)
     rows = np.arange(num_rows)
-    best = candidate_peak.argmin(axis=1)
-    better = candidate_peak[rows, best] < peak - 1e-9
-    chosen = rows * num_candidates + best
-    return (np.where(better[:, None], flat[chosen], counts),
-            np.where(better, candidate_peak[rows, best], peak),
-            np.where(better[:, None], candidate_heavy[chosen], heavy_experts), better.any())
-
-
-def packed(values: np.ndarray, counts: np.ndarray, num_packs: int):
-    """(max pack load [R], experts on the heaviest pack [R, k]) when the replicas of
-    `counts` ([R, n]) are packed by `swap_searched_packing`; values: [R, n]."""
-    phy2log, _, _ = maps_from_counts(counts)
-    phy2log = phy2log.numpy()
-    replica_load = np.take_along_axis(values / counts, phy2log, axis=1)
-    pack_index, rank = swap_searched_packing(torch.from_numpy(replica_load).float(), num_packs)
-    members = members_of(pack_index.numpy(), rank.numpy(), num_packs)
-    loads = item_weights(replica_load, members).sum(axis=2)
-    heavy = loads.argmax(axis=1)
-    heavy_replicas = members[np.arange(len(values)), heavy]
-    return loads.max(axis=1), np.take_along_axis(phy2log, heavy_replicas, axis=1)
+    for _ in range(COUNT_ROUNDS if donors * receivers >= 2 else 0):
+        heavy_experts = np.take_along_axis(replica_experts(counts),
+                                           replica[rows, load.sum(axis=2).argmax(axis=1)], axis=1)
+        candidates = moved_counts(values, counts, heavy_experts, donors, receivers)
+        best_counts, best_replica, best_load = best_count_vectors(values, candidates, num_packs)
+        best_peak = best_load.sum(axis=2).max(axis=1)
+        better = best_peak < peak - TOLERANCE
+        if not better.any():
+            break
+        counts[better], replica[better], load[better] = (
+            best_counts[better], best_replica[better], best_load[better])
+        peak[better] = best_peak[better]
+    return counts, replica
 
 
 def moved_counts(values: np.ndarray, counts: np.ndarray, heavy_experts: np.ndarray,
-                 num_donors: int, num_receivers: int):
-    """[X, donors x receivers] count vectors [n], each one slot moved from a donor to a
-    receiver; a move that is not possible (donor = receiver) repeats the current counts."""
+                 num_donors: int, num_receivers: int) -> np.ndarray:
+    """[X, donors x receivers, n] count vectors, each with one slot moved from a donor to a
+    receiver (heavy_experts [X, S]: the experts on the heaviest GPU); a move that is not
+    possible (donor = receiver) repeats the current counts."""
     rows = np.arange(len(values))
     raised = np.where(counts >= 2, values / np.maximum(counts - 1, 1), np.inf)
     donors = np.argsort(raised, axis=1, kind="stable")[:, :num_donors]
@@ -179,3 +232,47 @@ def moved_counts(values: np.ndarray, counts: np.ndarray, heavy_experts: np.ndarr
             moved[rows[possible], receiver[possible]] += 1
             candidates.append(moved)
     return np.stack(candidates, axis=1)
+
+
+def every_count_vector(num_log: int, num_phy: int, most: int) -> np.ndarray | None:
+    """[V, n] every count vector (each >= 1, sum num_phy), or None if V > most."""
+    extra = num_phy - num_log
+    if math.comb(num_log + extra - 1, extra) > most:
+        return None
+    vectors = np.ones((math.comb(num_log + extra - 1, extra), num_log), dtype=np.int64)
+    for index, chosen in enumerate(itertools.combinations_with_replacement(range(num_log),
+                                                                           extra)):
+        np.add.at(vectors[index], list(chosen), 1)
+    return vectors
+
+
+def best_count_vectors(values: np.ndarray, candidates: np.ndarray, num_packs: int):
+    """(counts [R, n], replica and load [R, G, S]): each row's best of its candidate count
+    vectors (`candidates` [R, V, n]), each packed by steps 2-3; the first of equal maxima
+    wins."""
+    num_rows, num_vectors, num_log = candidates.shape
+    counts = candidates.reshape(-1, num_log)
+    replica, load = packed(np.repeat(values, num_vectors, axis=0), counts, num_packs)
+    peak = load.sum(axis=2).max(axis=1).reshape(num_rows, num_vectors)
+    chosen = np.arange(num_rows) * num_vectors + peak.argmin(axis=1)
+    return counts[chosen], replica[chosen], load[chosen]
+
+
+def packed(values: np.ndarray, counts: np.ndarray, num_packs: int):
+    """(replica, load) [R, G, S]: steps 2 and 3 for the replicas of counts [R, n]."""
+    replica, load = packed_by_rounds(values, counts, num_packs)
+    search_swaps(replica, load, load.sum(axis=2), np.arange(len(values)))
+    return replica, load
+
+
+def placement_maps(replica: np.ndarray, counts: np.ndarray):
+    """The `Placement` tuple with the replicas in slot order: replica [R, G, S] (indices in
+    expert order), counts [R, n]."""
+    num_rows, num_packs, slots = replica.shape
+    in_slot_order = replica.reshape(num_rows, -1)
+    replica2local = np.take_along_axis(replica_experts(counts), in_slot_order, axis=1)
+    first_replica = np.cumsum(counts, axis=1) - counts
+    rank = in_slot_order - np.take_along_axis(first_replica, replica2local, axis=1)
+    slot = np.broadcast_to(np.arange(num_packs * slots), replica2local.shape)
+    return (torch.from_numpy(replica2local), torch.from_numpy(rank), torch.from_numpy(counts),
+            torch.from_numpy(slot // slots), torch.from_numpy(slot % slots))
