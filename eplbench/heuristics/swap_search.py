@@ -1,8 +1,8 @@
 """Our heuristic: replica counts chosen with the packing in hand, a packing by rounds, and a
 best-improvement swap search, on every row at once.
 
-A row is a layer (global policy) or a layer's node (hierarchical, after DeepSeek's groups to
-nodes): n experts, N slots, G GPUs of S = N / G slots. Per row:
+A row is a layer (global policy) or a layer's node (hierarchical); groups go to nodes by
+steps 2-3 with one item per group. A row has n experts, N slots, G GPUs of S = N / G slots:
 
 1. Counts: where the rows are few and small (rows x V x N <= `EXHAUSTIVE_WORK` for the V
    count vectors), every count vector is packed (steps 2-3) and the row keeps its best.
@@ -17,10 +17,15 @@ nodes): n experts, N slots, G GPUs of S = N / G slots. Per row:
 4. Count moves, up to `COUNT_ROUNDS` rounds: candidates move one slot from a donor (among
    the `DONORS` experts with two or more replicas whose load per replica would rise least)
    to a receiver (an expert on the heaviest GPU, heaviest replica first); each candidate is
-   packed in full (steps 2-3), and a row keeps the best, its current counts on ties. Moving
-   a slot on the current packing alone never helped on the bundled sets: the gain comes
-   from re-packing. A round packs at most `WORK_PER_ROUND` replicas in all, so small
-   problems get the full search and the DeepSeek-V3 shape (58 layers x 4 nodes) none.
+   packed afresh (steps 2-3), and a row keeps the best, its current counts on ties. (Scoring
+   the same moves on the current packing, without re-packing, found no improving move on
+   medium-cut or the DeepSeek-V3 shape.) A round packs at most `WORK_PER_ROUND` replicas in
+   all, so small problems get the full search and the DeepSeek-V3 shape (58 layers x 4
+   nodes, or 58 layers of 288 slots) none: that keeps it under 5 ms with one thread.
+
+Nothing guarantees a layer no worse than DeepSeek's, as the packing starts by rounds, not
+from DeepSeek's greedy: of 3,000 random small cases (1-3 layers, 3-12 experts, 1-4 GPUs, one
+node), 5 had a layer worse than DeepSeek's.
 
 Rows whose swaps stop improving leave the arrays, so later steps cost little. Loads are
 float64 (token counts of float32 weights are exact there); `TOLERANCE` keeps rounding noise
