@@ -18,6 +18,7 @@ def replaced_atomically(path: str | os.PathLike):
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -29,3 +30,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with replaced_atomically(path) as temporary:
         Path(temporary).write_text(text)
     return Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -59,11 +59,19 @@ BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
               help="Seconds one call may take before it is stopped and scored invalid.")
 @click.option("--reference", type=click.Path(dir_okay=False),
               help="Reference-value file for the gaps. Default: each set's own, if it has one.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the results table "
-              "(.parquet or .csv), one row per heuristic, instance and layer.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Results table (.parquet or "
+              ".csv), one row per heuristic, instance and layer; rewritten as each instance "
+              "finishes, and a run given an existing file resumes it (instances with every "
+              "heuristic in it are not run again).")
 @click.option("--markdown", type=click.Path(dir_okay=False), help="Write the gap table "
               "(mean / max gap and speed per set) as Markdown, e.g. docs/heuristics.md.")
-def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown):
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances run at once in local worker processes (each call still has "
+                   "one thread; with more jobs than idle cores, runtimes get noisier).")
+@click.option("--scheduler", help="Run the instances on a Dask cluster instead: the "
+              "scheduler's address, e.g. tcp://10.0.0.5:8786 (pip install 'eplbench[dask]').")
+def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown, jobs,
+        scheduler):
     """Run heuristics on instance sets; per set, print balancedness, optimality gap to the
     reference values, and speed relative to the DeepSeek port.
 
@@ -71,20 +79,22 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     """
     import pandas as pd
 
+    from eplbench.gaps import attach_reference
     from eplbench.heuristics import BUILTINS
     from eplbench.reports.tables import heuristic_summary
     from eplbench.results import write_results
-    from eplbench.runner import RunOptions
+    from eplbench.runner import RunOptions, add_runtime_ratio
 
     names = _split(heuristics) or list(BUILTINS)
-    options = RunOptions(repeats=repeats, time_limit=time_limit)
-    sets = _split(instance_sets)
-    loaded = [(name, *_instances_and_reference(name, reference)) for name in sets]
+    options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs, scheduler=scheduler)
+    loaded = [(name, *_instances_and_reference(name, reference))
+              for name in _split(instance_sets)]
+    table = add_runtime_ratio(_run_resumable(names, loaded, options, out), options.baseline)
     tables, summaries = [], []
     for name, instances, entries in loaded:
-        table = _run_set(names, instances, entries, options).assign(instance_set=name)
-        tables.append(table)
-        summaries.append((name, heuristic_summary(table)))
+        mine = table[table.instance_set == name].reset_index(drop=True)
+        tables.append(attach_reference(mine, entries) if entries is not None else mine)
+        summaries.append((name, heuristic_summary(tables[-1])))
         _print_summary(summaries[-1][1], name, options.baseline)
         if entries is None:
             stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
@@ -112,17 +122,50 @@ def _instances_and_reference(name, reference):
     return load_instances(name), read_reference(path) if path else None
 
 
-def _run_set(names, instances, entries, options):
-    from eplbench.gaps import attach_reference
+def _run_resumable(names, loaded, options, out):
+    """Rows of `names` (and the baseline) on every instance of `loaded`, with instance_set;
+    rows already in `out` are kept, and `out` is rewritten after every instance."""
+    from eplbench.results import previous_rows, write_results
     from eplbench.runner import run_heuristics
 
-    total = len(instances) * len(set(names) | {options.baseline})
+    set_of = {instance.id: name for name, instances, _ in loaded for instance in instances}
+    instances = [instance for _, group, _ in loaded for instance in group]
+    previous = previous_rows(out)
+    done = frozenset(zip(previous.instance_hash, previous.heuristic)) if len(previous) else frozenset()
+    heuristics = set(names) | {options.baseline}
+    new_rows = []
     with _progress() as progress:
-        task = progress.add_task("running", total=total)
-        table = run_heuristics(names, instances, options,
-                               on_step=lambda label: progress.update(task, advance=1,
-                                                                     description=label))
-    return attach_reference(table, entries) if entries is not None else table
+        task = progress.add_task("running", total=len(instances))
+
+        def finished(instance, rows):
+            new_rows.extend({**row, "instance_set": set_of[instance.id]} for row in rows)
+            progress.update(task, advance=1, description=instance.id)
+            if out:
+                write_results(_combined(previous, new_rows), out)
+
+        progress.update(task, advance=sum(all((i.content_hash, h) in done for h in heuristics)
+                                          for i in instances))
+        try:
+            run_heuristics(names, instances, options, on_unit=finished, done=done)
+        except KeyboardInterrupt:
+            saved = f"; {out} holds the instances that finished: the same command resumes" if out else ""
+            stderr.print(f"interrupted{saved}")
+            sys.exit(130)
+    table = _combined(previous, new_rows)
+    wanted = table.instance.isin(set_of) & table.heuristic.isin(heuristics)
+    return table[wanted].reset_index(drop=True)
+
+
+def _combined(previous, new_rows):
+    """Earlier rows, less those of the instances run again, then the new rows."""
+    import pandas as pd
+
+    new = pd.DataFrame(new_rows)
+    if not len(previous):
+        return new
+    if len(new):
+        previous = previous[~previous.instance_hash.isin(set(new.instance_hash))]
+    return pd.concat([previous, new], ignore_index=True)
 
 
 def _progress() -> Progress:

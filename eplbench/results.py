@@ -9,6 +9,7 @@ import pandas as pd
 
 from eplbench.atomic import replaced_atomically
 from eplbench.errors import BadInput
+from eplbench.gaps import GAP_COLUMNS
 
 
 def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -34,3 +35,21 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as error:  # noqa: BLE001
         raise BadInput(f"{path}: not a results table ({type(error).__name__}: {error})") from None
+
+
+# columns a run derives from its rows at the end (recomputed when a run resumes)
+DERIVED_COLUMNS = ["runtime_ratio", *GAP_COLUMNS]
+KEY_COLUMNS = ["instance", "instance_hash", "instance_set", "heuristic", "layer"]
+
+
+def previous_rows(path: str | os.PathLike | None) -> pd.DataFrame:
+    """The measured rows of an earlier run's results file, to resume it; empty when `path`
+    is None or does not exist yet."""
+    if path is None or not Path(path).exists():
+        return pd.DataFrame()
+    table = read_results(path)
+    missing = [column for column in KEY_COLUMNS if column not in table]
+    if missing:
+        raise BadInput(f"{path}: not a results table of `eplbench run` (no {', '.join(missing)}); "
+                       "give --out a new file")
+    return table.drop(columns=[c for c in DERIVED_COLUMNS if c in table])

@@ -1,14 +1,18 @@
 """Heuristics x instances -> one long results table (a row per heuristic, instance and layer).
 
-Timing follows SPEC 7: each call runs single-threaded in a sandbox process, after a warm-up
-on a different instance of the same shape; the median of `repeats` calls is kept, and the
-baseline (the DeepSeek port) runs on the same instance right before the others, so that
-`runtime_ratio` compares calls made side by side.
+A work unit is one instance with every heuristic (the baseline included). Timing follows
+SPEC 7: each call runs single-threaded in a sandbox process, after an untimed warm-up on a
+different instance of the same shape; the heuristics' calls are interleaved round by round
+and the median of `repeats` is kept, so `runtime_ratio` compares calls made side by side.
+Units run in this process, a local process pool or a Dask cluster (`executors`).
 """
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,44 +20,96 @@ import pandas as pd
 
 from eplbench.checker import check_output
 from eplbench.errors import InvalidPlacement
+from eplbench.executors import run_units
 from eplbench.heuristics import spec_kind
 from eplbench.instances import Instance
 from eplbench.sandbox import Failure, Measurement, Sandbox
 
 BASELINE = "deepseek"
+# columns that depend on the run, not on the placement (left out when comparing runs)
+TIMING_COLUMNS = ["runtime_s", "runtime_ratio"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
-    """repeats: timed calls per (heuristic, instance); time_limit: seconds per call."""
+    """repeats: timed calls per (heuristic, instance); time_limit: seconds per call; jobs:
+    local worker processes; scheduler: a Dask scheduler's address, instead of local work."""
 
     repeats: int = 3
     time_limit: float = 10.0
     baseline: str = BASELINE
+    jobs: int = 1
+    scheduler: str | None = None
 
 
 def run_heuristics(heuristics: list[str], instances: list[Instance],
                    options: RunOptions = RunOptions(),
-                   on_step: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Run every heuristic (and the baseline) on every instance; one row per layer.
+                   on_unit: Callable[[Instance, list[dict]], None] | None = None,
+                   done: frozenset = frozenset()) -> pd.DataFrame:
+    """Rows of every heuristic (and the baseline) on every instance, without runtime_ratio
+    (`add_runtime_ratio` adds it once every row is in).
 
-    `on_step(label)` is called after each (heuristic, instance) pair, for progress output.
+    done: (instance hash, heuristic) pairs measured before; an instance whose pairs are all
+    done is skipped. on_unit(instance, rows) is called as each instance finishes.
     """
-    names = list(dict.fromkeys([options.baseline, *heuristics]))
-    for spec in names:
-        spec_kind(spec)
+    specs = {name: _portable(name) for name in dict.fromkeys([options.baseline, *heuristics])}
+    todo = [instance for instance in instances
+            if not all((instance.content_hash, name) in done for name in specs)]
     rows = []
-    with Sandbox(options.time_limit) as sandbox:
-        for instance in instances:
-            warmup = warmup_weight(instance)
-            for spec in names:
-                measurement = sandbox.measure(spec, instance.weight, instance.topology.as_tuple(),
-                                              warmup, options.repeats)
-                rows.extend(score(spec, instance, measurement))
-                if on_step:
-                    on_step(f"{spec} on {instance.id}")
-    table = pd.DataFrame(rows)
-    return add_runtime_ratio(table, options.baseline)
+    try:
+        for instance, unit_rows in run_units(partial(measure_instance, specs=specs,
+                                                     options=options),
+                                             todo, options.jobs, options.scheduler):
+            rows.extend(unit_rows)
+            if on_unit:
+                on_unit(instance, unit_rows)
+    finally:
+        close_sandboxes()
+    return pd.DataFrame(rows)
+
+
+def _portable(spec: str) -> str:
+    """The spec to load by: a file by its absolute path (workers may start elsewhere)."""
+    return str(Path(spec).resolve()) if spec_kind(spec) == "file" else spec
+
+
+def measure_instance(instance: Instance, specs: dict[str, str],
+                     options: RunOptions) -> list[dict]:
+    """One work unit: every heuristic of `specs` (name -> spec to load) on `instance`,
+    timed interleaved, scored; rows name each heuristic as `specs`' keys do."""
+    measurements = _sandbox(options.time_limit).measure(
+        list(specs.values()), instance.weight, instance.topology.as_tuple(),
+        warmup_weight(instance), options.repeats)
+    context = run_context()
+    return [{**row, **context} for name, spec in specs.items()
+            for row in score(name, instance, measurements[spec])]
+
+
+_sandboxes: dict[float, Sandbox] = {}
+
+
+def _sandbox(time_limit: float) -> Sandbox:
+    """This process's sandbox for the time limit, started once and reused across units."""
+    if time_limit not in _sandboxes:
+        _sandboxes[time_limit] = Sandbox(time_limit)
+    return _sandboxes[time_limit]
+
+
+def close_sandboxes() -> None:
+    """Stop this process's sandboxes (worker processes' stop with them)."""
+    while _sandboxes:
+        _sandboxes.popitem()[1].close()
+
+
+def run_context() -> dict:
+    """Columns that say where and with what a row was measured."""
+    import torch
+
+    from eplbench import __version__
+
+    return {"eplbench_version": __version__, "torch_version": torch.__version__,
+            "numpy_version": np.__version__, "python_version": platform.python_version(),
+            "machine": f"{platform.node()} ({platform.machine()})", "threads": 1}
 
 
 def warmup_weight(instance: Instance) -> np.ndarray:

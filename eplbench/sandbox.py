@@ -51,25 +51,38 @@ class Sandbox:
         self._process = None
         self._conn = None
 
-    def measure(self, spec: str, weight: np.ndarray, topology: tuple,
-                warmup_weight: np.ndarray, repeats: int) -> Measurement:
-        """Warm up on `warmup_weight`, then time `repeats` calls on `weight`."""
-        result = Measurement()
-        for index, load in enumerate([warmup_weight] + [weight] * repeats):
-            reply = self._request(("call", spec, load, topology, index > 0))
-            if isinstance(reply, Failure):
-                result.failure = reply
-                return result
-            seconds, output = reply
-            if index > 0:
-                result.seconds.append(seconds)
-            if index == 1:
-                result.output = output
-            if seconds > self.time_limit:
-                result.failure = Failure("timeout", f"a call took {seconds:.3g} s, over the "
-                                                    f"{self.time_limit:g} s limit")
-                return result
-        return result
+    def measure(self, specs: list[str], weight: np.ndarray, topology: tuple,
+                warmup_weight: np.ndarray, repeats: int) -> dict[str, Measurement]:
+        """Warm each heuristic up on `warmup_weight`, then time `repeats` rounds on `weight`,
+        the heuristics interleaved (round r starts r places further along, so that drift in
+        machine speed hits all alike). A heuristic that fails leaves the rotation."""
+        results = {spec: Measurement() for spec in specs}
+        live = [spec for spec in specs if self._call(spec, warmup_weight, topology,
+                                                      results[spec], timed=False)]
+        for round_index in range(repeats):
+            shift = round_index % max(len(live), 1)
+            for spec in live[shift:] + live[:shift]:
+                if not self._call(spec, weight, topology, results[spec], timed=True):
+                    live.remove(spec)
+        return results
+
+    def _call(self, spec, weight, topology, result: Measurement, timed: bool) -> bool:
+        """One call, recorded in `result`; False once the heuristic has failed."""
+        reply = self._request(("call", spec, weight, topology, timed))
+        if isinstance(reply, Failure):
+            result.failure = reply
+            return False
+        seconds, output = reply
+        if not timed:
+            return True
+        if result.output is None:
+            result.output = output
+        result.seconds.append(seconds)
+        if seconds > self.time_limit:
+            result.failure = Failure("timeout", f"a call took {seconds:.3g} s, over the "
+                                                f"{self.time_limit:g} s limit")
+            return False
+        return True
 
     def close(self) -> None:
         if self._process is not None:

@@ -1,0 +1,57 @@
+"""Where work units run: in this process, in a local process pool (`jobs` > 1), or on a Dask
+cluster (`scheduler`: the address of its scheduler, e.g. tcp://10.0.0.5:8786). The same
+function runs on the same units everywhere; results come back as units finish.
+
+Dask workers run each heuristic call in a child process (the sandbox), which a daemonic
+process may not start: start workers with `DASK_DISTRIBUTED__WORKER__DAEMON=False`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterator, Sequence
+
+from eplbench.errors import BadInput
+
+# seconds to wait for a Dask scheduler to answer
+CONNECT_TIMEOUT = 30
+
+
+def run_units(function: Callable, units: Sequence, jobs: int = 1,
+              scheduler: str | None = None) -> Iterator[tuple[object, object]]:
+    """(unit, function(unit)) for every unit, in the order they finish."""
+    if scheduler is not None:
+        yield from _on_dask(function, units, scheduler)
+    elif jobs > 1 and len(units) > 1:
+        yield from _in_pool(function, units, jobs)
+    else:
+        for unit in units:
+            yield unit, function(unit)
+
+
+def _in_pool(function, units, jobs: int):
+    pool = ProcessPoolExecutor(min(jobs, len(units)),
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(function, unit): unit for unit in units}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _on_dask(function, units, address: str):
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise BadInput("--scheduler needs Dask: pip install 'eplbench[dask]'") from None
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as error:
+        raise BadInput(f"{address}: no Dask scheduler answers there ({error})") from None
+    with client:
+        futures = [client.submit(function, unit, pure=False) for unit in units]
+        unit_of = {future.key: unit for future, unit in zip(futures, units)}
+        for future in dask_completed(futures):
+            yield unit_of[future.key], future.result()
