@@ -264,6 +264,87 @@ def _parse_topology(text: str):
     return Topology(*fields)
 
 
+def _fraction(ctx, param, value: str) -> float:
+    """'0.05%' -> 0.0005; a plain number is a fraction already."""
+    try:
+        number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or a percentage") from None
+    if number < 0:
+        raise click.BadParameter("must not be negative")
+    return number
+
+
+@main.command()
+@click.option("--candidate", required=True, help="The heuristic under test: path/to/file.py, "
+              "pkg.module:function or a built-in name.")
+@click.option("--baseline", default="deepseek", show_default=True,
+              help="The heuristic it must not fall behind: a built-in name or a file.")
+@click.option("--instances", "-i", "instance_sets", default=BUNDLED_RUN, show_default=True,
+              help="Comma-separated sets; each needs reference values.")
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="Reference-value file. Default: each set's own.")
+@click.option("--max-gap-increase", default="0.05%", show_default=True, callback=_fraction,
+              help="How much the set's mean gap may exceed the baseline's.")
+@click.option("--max-instance-gap-increase", default="1%", show_default=True,
+              callback=_fraction, help="How much any one instance's gap may exceed the "
+                                       "baseline's.")
+@click.option("--max-slowdown", default=1.25, show_default=True,
+              type=click.FloatRange(min=1.0), help="Allowed runtime ratio to the baseline.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(2),
+              help="Timed rounds per instance (candidate and baseline back to back).")
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds per call before it counts as a timeout.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances run at once in local worker processes.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the results table.")
+def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
+         max_instance_gap_increase, max_slowdown, repeats, time_limit, jobs, out):
+    """Gate a heuristic change in CI (exit 0 pass, 1 fail, 2 bad input).
+
+    Passes when the candidate is valid on every instance, its mean gap per set and its gap
+    on each instance are no worse than the baseline's beyond the tolerances, and its runtime
+    ratio is within --max-slowdown or the slowdown is not significant. Prints which instance
+    failed which check. Reads reference values; never solves.
+    """
+    import pandas as pd
+
+    from eplbench.gaps import attach_reference
+    from eplbench.gate import Limits, verdicts
+    from eplbench.results import write_results
+    from eplbench.runner import RunOptions, add_runtime_ratio
+
+    loaded = [(name, *_instances_and_reference(name, reference))
+              for name in _split(instance_sets)]
+    for name, _, entries in loaded:
+        if entries is None:
+            raise BadInput(f"{name}: no reference values; run `eplbench solve {name}` first "
+                           "or pass --reference")
+    options = RunOptions(repeats=repeats, time_limit=time_limit, baseline=baseline, jobs=jobs)
+    table = add_runtime_ratio(_run_resumable([candidate], loaded, options, None), baseline)
+    table = pd.concat([attach_reference(table[table.instance_set == name], entries)
+                       for name, _, entries in loaded], ignore_index=True)
+    if out:
+        write_results(table, out)
+    limits = Limits(max_gap_increase, max_instance_gap_increase, max_slowdown)
+    checks, failures = verdicts(table, candidate, baseline, limits)
+    _print_frame(checks.assign(passed=checks.passed.map({True: "pass", False: "FAIL"}))
+                 .rename(columns={"passed": "verdict"}),
+                 f"gate: {candidate} against {baseline}")
+    if len(failures):
+        _print_frame(failures, "instances that failed a check")
+    sys.exit(0 if checks.passed.all() else 1)
+
+
+def _print_frame(frame, title: str) -> None:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(cell) for cell in row))
+    stdout.print(table)
+
+
 @main.command()
 @click.option("--heuristics", "-H", default="deepseek_fast", show_default=True,
               help="Comma-separated heuristics to time against the baseline.")

@@ -27,7 +27,7 @@ from eplbench.sandbox import Failure, Measurement, Sandbox
 
 BASELINE = "deepseek"
 # columns that depend on the run, not on the placement (left out when comparing runs)
-TIMING_COLUMNS = ["runtime_s", "runtime_ratio"]
+TIMING_COLUMNS = ["runtime_s", "runtime_samples", "runtime_ratio"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ def warmup_weight(instance: Instance) -> np.ndarray:
 def score(spec: str, instance: Instance, measurement: Measurement) -> list[dict]:
     """Rows for one (heuristic, instance): checked and scored, or invalid with the reason."""
     base = {**instance_columns(instance), "heuristic": spec,
-            "runtime_s": measurement.median_seconds}
+            "runtime_s": measurement.median_seconds,
+            "runtime_samples": list(measurement.seconds)}
     failure = measurement.failure
     if failure is None:
         try:

@@ -1,0 +1,119 @@
+"""The CI gate (SPEC 8): is a candidate heuristic valid everywhere, no worse than the baseline
+in gap beyond a tolerance, and no slower beyond a factor?
+
+Works on a results table that holds the candidate's and the baseline's rows, timed
+interleaved in one run, with reference gaps attached (`gaps.attach_reference`). Per set:
+
+- valid: every layer of every instance is a valid placement;
+- gap: on the instances where both are valid, the mean instance gap (SPEC 7, `gap_hi`: exact
+  where the reference is certified, against the lower bound elsewhere, for both alike)
+  exceeds the baseline's by at most `max_gap_increase`, and no single instance's by more
+  than `max_instance_gap_increase`;
+- speed: the runtime ratio, the geometric mean over instances and rounds of candidate time /
+  baseline time (the two calls of a round run back to back), is at most `max_slowdown`, or
+  the slowdown is not significant: as in asv's continuous comparison, a ratio above the
+  factor fails only when a bootstrap 95% interval of the ratio lies wholly above 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from eplbench.gaps import instance_gaps
+
+# bootstrap resamples for the ratio's interval, and their seed (reproducible verdicts)
+RESAMPLES = 2000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Tolerances; gaps are fractions (0.0005 is 0.05 percentage points of gap)."""
+
+    max_gap_increase: float = 0.0005
+    max_instance_gap_increase: float = 0.01
+    max_slowdown: float = 1.25
+
+
+def verdicts(table: pd.DataFrame, candidate: str, baseline: str,
+             limits: Limits) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(checks, failures): one row per set and check (set, check, candidate, baseline,
+    limit, passed, note), and one per instance that failed a check (set, instance, check,
+    detail)."""
+    checks, failures = [], []
+    for name, rows in table.groupby("instance_set", sort=False):
+        for check in (_validity, _gaps, _speed):
+            row, failed = check(rows, candidate, baseline, limits)
+            checks.append({"set": name, **row})
+            failures += [{"set": name, **failure} for failure in failed]
+    return (pd.DataFrame(checks),
+            pd.DataFrame(failures, columns=["set", "instance", "check", "detail"]))
+
+
+def _validity(rows, candidate, baseline, limits):
+    mine = rows[rows.heuristic == candidate]
+    invalid = mine[~mine.valid].drop_duplicates("instance")
+    failed = [{"instance": row.instance, "check": "valid", "detail": f"{row.reason}: {row.detail}"}
+              for row in invalid.itertuples()]
+    total = mine.instance.nunique()
+    return ({"check": "valid", "candidate": f"{total - len(invalid)}/{total} instances",
+             "baseline": "", "limit": "all", "passed": not failed, "note": ""}, failed)
+
+
+def _gaps(rows, candidate, baseline, limits):
+    gaps = instance_gaps(rows).pivot(index="instance", columns="heuristic", values="gap_hi")
+    if candidate not in gaps or baseline not in gaps:
+        return ({"check": "gap", "candidate": "-", "baseline": "-", "limit": "-",
+                 "passed": False, "note": "no gaps: an invalid placement or no reference"}, [])
+    gaps = gaps[np.isfinite(gaps[candidate]) & np.isfinite(gaps[baseline])]  # invalid: see valid
+    increase = gaps[candidate] - gaps[baseline]
+    over = increase[increase > limits.max_instance_gap_increase]
+    failed = [{"instance": instance, "check": "gap",
+               "detail": f"gap {gaps[candidate][instance]:.4%} vs {gaps[baseline][instance]:.4%}"
+                         f" (+{value:.4%} > +{limits.max_instance_gap_increase:.4%})"}
+              for instance, value in over.items()]
+    mean_increase = gaps[candidate].mean() - gaps[baseline].mean()
+    passed = bool(mean_increase <= limits.max_gap_increase) and not failed
+    return ({"check": "gap", "candidate": f"{gaps[candidate].mean():.4%}",
+             "baseline": f"{gaps[baseline].mean():.4%}",
+             "limit": f"+{limits.max_gap_increase:.4%} mean, "
+                      f"+{limits.max_instance_gap_increase:.4%} any instance",
+             "passed": passed, "note": f"mean {mean_increase:+.4%}"}, failed)
+
+
+def _speed(rows, candidate, baseline, limits):
+    log_ratios = round_log_ratios(rows, candidate, baseline)
+    if not len(log_ratios):
+        return ({"check": "speed", "candidate": "-", "baseline": "1x", "limit": "-",
+                 "passed": False, "note": "no timings: the candidate failed everywhere"}, [])
+    ratio = float(np.exp(log_ratios.mean()))
+    low, high = np.exp(bootstrap_interval(log_ratios))
+    significant = low > 1 or high < 1
+    passed = ratio <= limits.max_slowdown or not significant
+    note = f"95% interval {low:.3g}x..{high:.3g}x" + ("" if significant else ", not significant")
+    return ({"check": "speed", "candidate": f"{ratio:.3g}x", "baseline": "1x",
+             "limit": f"<= {limits.max_slowdown:g}x", "passed": passed, "note": note}, [])
+
+
+def round_log_ratios(rows: pd.DataFrame, candidate: str, baseline: str) -> np.ndarray:
+    """log(candidate seconds / baseline seconds), one per instance and timed round."""
+    samples = rows.drop_duplicates(["instance", "heuristic"]).set_index(
+        ["instance", "heuristic"]).runtime_samples
+    ratios = []
+    for instance in rows.instance.unique():
+        mine, theirs = (samples.get((instance, name)) for name in (candidate, baseline))
+        if mine is None or theirs is None:
+            continue
+        rounds = min(len(mine), len(theirs))
+        ratios += list(np.log(np.asarray(mine[:rounds]) / np.asarray(theirs[:rounds])))
+    return np.asarray(ratios, dtype=float)
+
+
+def bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of `values`."""
+    rng = np.random.default_rng(SEED)
+    means = rng.choice(values, size=(RESAMPLES, len(values))).mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
