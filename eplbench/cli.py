@@ -4,6 +4,7 @@ failed (an invalid placement), 2 bad input (one line on stderr, no traceback).""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -262,6 +263,32 @@ def _parse_topology(text: str):
     if len(fields) != 4:
         raise BadInput(f"--topology {text!r}: expected four integers P,groups,nodes,gpus")
     return Topology(*fields)
+
+
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.md, report.html and the PNG plots.")
+def report(results, out):
+    """Write a report of a results table (from `eplbench run --out`): the gap table, a
+    performance profile, gaps per family, gap against runtime and the solvers'
+    certification, as Markdown, a self-contained HTML page and PNG files. Reads the
+    reference values of the sets; never solves."""
+    from eplbench.instances import reference_path
+    from eplbench.reference import read_reference
+    from eplbench.reports.html import write_report
+    from eplbench.results import KEY_COLUMNS, read_results
+
+    table = read_results(results)
+    missing = [column for column in KEY_COLUMNS + ["gap_hi"] if column not in table]
+    if missing:
+        raise BadInput(f"{results}: not a results table of `eplbench run` with reference "
+                       f"gaps (no {', '.join(missing)})")
+    paths = {name: reference_path(name) for name in table.instance_set.unique()}
+    references = {name: read_reference(path) for name, path in paths.items() if path}
+    with stderr.status("drawing"):
+        page = write_report(table, references, out, results)
+    stderr.print(f"wrote {page} and {Path(out) / 'report.md'}")
 
 
 def _fraction(ctx, param, value: str) -> float:
