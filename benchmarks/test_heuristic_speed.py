@@ -1,29 +1,34 @@
-"""Heuristic runtime on the DeepSeek-V3 shape, one thread (pytest-benchmark).
+"""Heuristic runtime on the model-shaped sets, one thread (pytest-benchmark).
 
-    pytest benchmarks/ --benchmark-group-by=param:policy
+    pytest benchmarks/ --benchmark-group-by=param:instance_set
+    pytest benchmarks/ -k "swap_search or deepseek_fast" --benchmark-compare
 
-For the speed ratio from calls interleaved in one process, run `eplbench bench`.
+Each set is one instance shaped like the model (routing-simulator loads): deepseek-v3 and
+adrs under the hierarchical policy (8 groups on 4 nodes), qwen3-moe and kimi-k2 global.
+For speed ratios from calls interleaved in one process, run `eplbench bench` or
+`eplbench run -i deepseek-v3`.
 """
 
 import pytest
 import torch
 
 from eplbench.heuristics import list_heuristics, load_heuristic
-from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight
+from eplbench.instances import load_instances
 
 HEURISTICS = sorted(list_heuristics())
+MODEL_SHAPED = ["deepseek-v3", "qwen3-moe", "kimi-k2", "adrs"]
 
 
-@pytest.fixture(scope="module")
-def weight():
+@pytest.fixture(scope="module", params=MODEL_SHAPED)
+def instance_set(request):
     torch.set_num_threads(1)
-    return deepseek_v3_weight()
+    instance = load_instances(request.param)[0]
+    return request.param, torch.from_numpy(instance.weight), instance.topology.as_tuple()
 
 
-@pytest.mark.parametrize("policy", ["hierarchical", "global"])
 @pytest.mark.parametrize("name", HEURISTICS)
-def test_speed(benchmark, weight, name, policy):
+def test_speed(benchmark, instance_set, name):
+    _, weight, topology = instance_set
     heuristic = load_heuristic(name)
-    topology = DEEPSEEK_V3_SHAPE[policy]
-    rounds = 3 if name == "deepseek" else 30
+    rounds = 3 if name == "deepseek" else 20
     benchmark.pedantic(heuristic, args=(weight, *topology), rounds=rounds, warmup_rounds=1)
