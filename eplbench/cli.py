@@ -71,8 +71,12 @@ BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
                    "one thread; with more jobs than idle cores, runtimes get noisier).")
 @click.option("--scheduler", help="Run the instances on a Dask cluster instead: the "
               "scheduler's address, e.g. tcp://10.0.0.5:8786 (pip install 'eplbench[dask]').")
+@click.option("--attribution", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds per layer to solve the packing stage alone (each placement's own "
+                   "replica counts), which splits gaps into hierarchy, replication and "
+                   "packing in the report; 0 skips it.")
 def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown, jobs,
-        scheduler):
+        scheduler, attribution):
     """Run heuristics on instance sets; per set, print balancedness, optimality gap to the
     reference values, and speed relative to the DeepSeek port.
 
@@ -87,7 +91,8 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     from eplbench.runner import RunOptions, add_runtime_ratio
 
     names = _split(heuristics) or list(BUILTINS)
-    options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs, scheduler=scheduler)
+    options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs, scheduler=scheduler,
+                         attribution=attribution)
     loaded = [(name, *_instances_and_reference(name, reference))
               for name in _split(instance_sets)]
     table = add_runtime_ratio(_run_resumable(names, loaded, options, out), options.baseline)

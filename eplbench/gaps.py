@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 GAP_COLUMNS = ["ref_policy", "ref_ub_num", "ref_ub_den", "ref_lb_num", "ref_lb_den",
-               "ref_status", "gap_lo", "gap_hi"]
+               "ref_status", "gap_lo", "gap_hi", "global_lb_num", "global_lb_den"]
 
 
 def attach_reference(table: pd.DataFrame, entries) -> pd.DataFrame:
@@ -24,6 +24,10 @@ def attach_reference(table: pd.DataFrame, entries) -> pd.DataFrame:
     for row in table.itertuples():
         entry = _reference_for(row, by_key)
         values = dict.fromkeys(GAP_COLUMNS, np.nan)
+        global_entry = by_key.get((row.instance_hash, row.layer, "global"))
+        if global_entry is not None:
+            values.update(global_lb_num=global_entry.lb.numerator,
+                          global_lb_den=global_entry.lb.denominator)
         if entry is not None:
             values.update(ref_policy=entry.policy, ref_status=entry.status,
                           ref_ub_num=entry.ub.numerator, ref_ub_den=entry.ub.denominator,
@@ -69,3 +73,33 @@ def instance_gaps(table: pd.DataFrame) -> pd.DataFrame:
 
 def _sum(numerators, denominators) -> Fraction:
     return sum((Fraction(int(n), int(d)) for n, d in zip(numerators, denominators)), Fraction(0))
+
+
+STAGES = ["hierarchy", "replication", "packing"]
+
+
+def attribution(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (heuristic, instance) with the packing stage computed (`run
+    --attribution`): the loss in each of STAGES as a share of the global optimum, from the
+    layer sums. With G the global optimum, O the optimum of the placement's policy, K the
+    best packing of its own replica counts and H its max load: hierarchy = O - G,
+    replication = K - O, packing = H - K, which add up to the gap to the global optimum.
+    Bounds stand in where a value is not proven (lower bounds, each stage taken no lower
+    than the one before), so an unproven packing stage reads as an upper end."""
+    needed = ["pack_lb_num", "global_lb_num", "ref_lb_num"]
+    if any(column not in table for column in needed):
+        return pd.DataFrame(columns=["heuristic", "instance", "instance_set", *STAGES])
+    rows = []
+    for (heuristic, instance), group in table.groupby(["heuristic", "instance"], sort=False):
+        if not group.valid.all() or group[needed].isna().any().any():
+            continue
+        optimum = _sum(group.global_lb_num, group.global_lb_den)
+        policy = max(optimum, _sum(group.ref_lb_num, group.ref_lb_den))
+        packing = max(policy, _sum(group.pack_lb_num, group.pack_lb_den))
+        load = _sum(group.max_load_num, group.max_load_den)
+        losses = [policy - optimum, packing - policy, load - packing]
+        rows.append({"heuristic": heuristic, "instance": instance,
+                     "instance_set": group.instance_set.iloc[0] if "instance_set" in group else "",
+                     **{stage: float(loss / optimum) if optimum else 0.0
+                        for stage, loss in zip(STAGES, losses)}})
+    return pd.DataFrame(rows, columns=["heuristic", "instance", "instance_set", *STAGES])

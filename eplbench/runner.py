@@ -33,13 +33,16 @@ TIMING_COLUMNS = ["runtime_s", "runtime_samples", "runtime_ratio"]
 @dataclass(frozen=True)
 class RunOptions:
     """repeats: timed calls per (heuristic, instance); time_limit: seconds per call; jobs:
-    local worker processes; scheduler: a Dask scheduler's address, instead of local work."""
+    local worker processes; scheduler: a Dask scheduler's address, instead of local work;
+    attribution: seconds per layer for the packing-stage optimum of each placement's own
+    replica counts (0: not computed), which splits gaps into their stages."""
 
     repeats: int = 3
     time_limit: float = 10.0
     baseline: str = BASELINE
     jobs: int = 1
     scheduler: str | None = None
+    attribution: float = 0.0
 
 
 def run_heuristics(heuristics: list[str], instances: list[Instance],
@@ -81,8 +84,27 @@ def measure_instance(instance: Instance, specs: dict[str, str],
         list(specs.values()), instance.weight, instance.topology.as_tuple(),
         warmup_weight(instance), options.repeats)
     context = run_context()
-    return [{**row, **context} for name, spec in specs.items()
-            for row in score(name, instance, measurements[spec])]
+    rows = []
+    for name, spec in specs.items():
+        mine = score(name, instance, measurements[spec])
+        if options.attribution > 0 and mine[0]["valid"]:
+            add_packing_stage(mine, instance, measurements[spec].output[0], options.attribution)
+        rows += [{**row, **context} for row in mine]
+    return rows
+
+
+def add_packing_stage(rows: list[dict], instance: Instance, phy2log: np.ndarray,
+                      seconds: float) -> None:
+    """Add pack_ub / pack_lb (num, den) to each layer's row: the best max load over
+    placements with this placement's replica counts, under the policy it respects."""
+    from eplbench.problem import Policy
+    from eplbench.solvers.stages import packing_bounds
+
+    for row, weight, placement in zip(rows, instance.weight, np.asarray(phy2log)):
+        policy = Policy.HIERARCHICAL if row["respects_hierarchy"] else Policy.GLOBAL
+        upper, lower = packing_bounds(weight, placement, instance.topology, policy, seconds)
+        row.update(pack_ub_num=upper.numerator, pack_ub_den=upper.denominator,
+                   pack_lb_num=lower.numerator, pack_lb_den=lower.denominator)
 
 
 _sandboxes: dict[float, Sandbox] = {}

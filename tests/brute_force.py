@@ -57,16 +57,23 @@ def hierarchical(bins, num_experts, num_groups, num_nodes):
 
 def optimum(weight, num_replicas, num_groups, num_nodes, num_gpus, policy):
     """Exact optimal max GPU load (Fraction) of one layer, or None if nothing is feasible."""
+    values = [packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy)
+              for counts in count_vectors(len(weight), num_replicas)]
+    values = [value for value in values if value is not None]
+    return min(values) if values else None
+
+
+def packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy):
+    """Best max GPU load (Fraction) with these replica counts, or None if none is feasible."""
     best = None
-    slots = num_replicas // num_gpus
-    for counts in count_vectors(len(weight), num_replicas):
-        replicas = [e for e, c in enumerate(counts) for _ in range(c)]
-        for bins in packings(replicas, num_gpus, slots):
-            if policy == "hierarchical" and not any(
-                    hierarchical(order, len(weight), num_groups, num_nodes)
-                    for order in permutations(bins)):
-                continue
-            value = max(sum(Fraction(weight[e], counts[e]) for e in b) for b in bins)
-            if best is None or value < best:
-                best = value
+    slots = sum(counts) // num_gpus
+    replicas = [e for e, c in enumerate(counts) for _ in range(c)]
+    for bins in packings(replicas, num_gpus, slots):
+        if policy == "hierarchical" and not any(
+                hierarchical(order, len(weight), num_groups, num_nodes)
+                for order in permutations(bins)):
+            continue
+        value = max(sum(Fraction(weight[e], counts[e]) for e in b) for b in bins)
+        if best is None or value < best:
+            best = value
     return best

@@ -30,7 +30,8 @@ def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     results = folder / "results.parquet"
     run = CliRunner().invoke(main, ["run", "-H", "deepseek_fast,swap_search,zigzag", "-i",
-                                    "tiny,small", "--repeats", "1", "--out", str(results)])
+                                    "tiny,small", "--repeats", "1", "--attribution", "5",
+                                    "--out", str(results)])
     assert run.exit_code == 0, run.output
     made = CliRunner().invoke(main, ["report", str(results), "--out", str(folder / "report")])
     assert made.exit_code == 0, made.output
@@ -67,3 +68,21 @@ def test_report_refuses_a_table_that_is_not_from_run(tmp_path):
     result = CliRunner().invoke(main, ["report", str(bad), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "bad.csv" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_attribution_adds_up_to_the_gap_to_the_global_optimum():
+    """One instance, two layers (tokens): global optima 10 and 20, hierarchical optima 11 and
+    21, best packings of the heuristic's counts 12 and 21, its loads 13 and 24: hierarchy
+    2/30, replication 1/30, packing 4/30."""
+    import pandas as pd
+
+    from eplbench.gaps import attribution
+
+    table = pd.DataFrame({"heuristic": "h", "instance": "i", "instance_set": "s",
+                          "valid": True, "layer": [0, 1],
+                          "global_lb_num": [10, 20], "global_lb_den": 1,
+                          "ref_lb_num": [11, 21], "ref_lb_den": 1,
+                          "pack_lb_num": [12, 21], "pack_lb_den": 1,
+                          "max_load_num": [13, 24], "max_load_den": 1})
+    row = attribution(table).iloc[0]
+    assert (row.hierarchy, row.replication, row.packing) == (2 / 30, 1 / 30, 4 / 30)

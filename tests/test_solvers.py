@@ -90,3 +90,27 @@ def test_swap_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes):
         assert np.array_equal(np.sort(improved), np.sort(start))  # counts unchanged
         if within_nodes:
             assert after.respects_hierarchy
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_packing_stage_bounds_match_brute_force(policy):
+    """The packing stage alone (DeepSeek's replica counts kept): proven, and equal to the
+    brute-force best packing of those counts; never above DeepSeek's own load."""
+    from brute_force import packing_optimum
+
+    from eplbench.problem import Policy
+    from eplbench.solvers.stages import packing_bounds
+
+    heuristic = eb.load_heuristic("deepseek")
+    for instance in TINY:
+        topology = instance.topology
+        if policy == "hierarchical" and topology.hierarchy_problem(instance.num_experts):
+            continue
+        phy2log = heuristic(instance.weight, *topology.as_tuple())[0].numpy()
+        loads = eb.check(instance.weight, phy2log, topology).max_load
+        for layer, row in enumerate(instance.weight):
+            counts = np.bincount(phy2log[layer], minlength=len(row)).tolist()
+            upper, lower = packing_bounds(row, phy2log[layer], topology, Policy(policy), 20)
+            best = packing_optimum(row.tolist(), counts, topology.num_groups,
+                                   topology.num_nodes, topology.num_gpus, policy)
+            assert upper == lower == best <= loads[layer], (instance.id, layer)

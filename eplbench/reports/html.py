@@ -25,6 +25,11 @@ FIGURES = [
      "Instance gaps per heuristic, one panel per family of instances."),
     ("gap_vs_runtime", "Gap against runtime",
      "Mean gap against the runtime ratio to the baseline: the trade-off each heuristic makes."),
+    ("gap_attribution", "Gap attribution",
+     "Mean loss per stage as a share of the global optimum: to the hierarchy (hierarchical "
+     "optimum - global optimum), to replication (best packing of the heuristic's own counts - "
+     "its policy's optimum) and to packing (its load - that best packing). Drawn when the run "
+     "computed the packing stage (eplbench run --attribution SECONDS)."),
     ("certification_cactus", "Solver certification",
      "Layers of each set certified optimal within a given solver time, from the reference "
      "values the gaps use."),
@@ -57,6 +62,7 @@ def _figures(table, references, out: Path) -> list[tuple[str, str, str]]:
     makers = {"performance_profile": lambda: plots.performance_profile(table),
               "gap_by_family": lambda: plots.gap_by_family(table),
               "gap_vs_runtime": lambda: plots.gap_vs_runtime(table),
+              "gap_attribution": lambda: plots.gap_attribution(table),
               "certification_cactus": lambda: plots.certification_cactus(references)}
     drawn = []
     for stem, title, text in FIGURES:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from eplbench.gaps import instance_gaps  # noqa: E402
+from eplbench.gaps import STAGES, attribution, instance_gaps  # noqa: E402
 
 PALETTE = plt.get_cmap("tab20")
 LINE_STYLES = ["-", "--", ":", "-."]
@@ -137,5 +137,33 @@ def certification_cactus(references: dict[str, list]):
              title="Certification cactus (reference values; certified / all layers)")
     axes.legend(fontsize=7)
     axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def gap_attribution(table: pd.DataFrame):
+    """Stacked bars per heuristic and set: the mean share of the global optimum lost to the
+    hierarchy, to replication and to packing (`gaps.attribution`); None without the packing
+    stage (`eplbench run --attribution SECONDS`)."""
+    parts = attribution(table)
+    if parts.empty:
+        return None
+    sets = list(dict.fromkeys(parts.instance_set))
+    heuristics = list(dict.fromkeys(parts.heuristic))
+    figure, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 0.3 * len(heuristics) + 1.8),
+                                squeeze=False, sharey=True)
+    colors = {"hierarchy": "#8c8c8c", "replication": "#4c72b0", "packing": "#dd8452"}
+    for panel, name in zip(axes[0], sets):
+        means = parts[parts.instance_set == name].groupby("heuristic").mean(numeric_only=True)
+        means = means.reindex(heuristics).fillna(0)
+        left = np.zeros(len(heuristics))
+        for stage in STAGES:
+            values = 100 * means[stage].to_numpy()
+            panel.barh(heuristics, values, left=left, color=colors[stage], label=stage)
+            left += values
+        panel.set(title=name, xlabel="mean loss (% of the global optimum)")
+        panel.tick_params(axis="y", labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("Where the gap is lost: hierarchy, replication, packing")
     figure.tight_layout()
     return figure
