@@ -421,38 +421,51 @@ def _policies_for(instance, policies):
               help="Policies to solve (hierarchical only where the topology defines it).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Solver threads (1 keeps runs reproducible).")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances solved at once in local worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Reference file to write or merge into. Default: SET/reference.json for "
-                   "a set folder, else ./SET.reference.json.")
-def solve(instance_set, solver, time_limit, policies, workers, out):
-    """Solve every layer of a set exactly and write / merge its reference values (SPEC 6)."""
-    from pathlib import Path
+                   "a set folder, else ./SET.reference.json. Rewritten as each instance "
+                   "finishes; layers it already settles are not solved again.")
+def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
+    """Solve every layer of a set exactly and write / merge its reference values (SPEC 6).
 
+    A layer counts as settled, and is skipped, when the file already has it certified
+    optimal or solved by the same solver with at least this time limit."""
+    from functools import partial
+
+    from eplbench.executors import run_units
     from eplbench.instances import load_instances
-    from eplbench.reference import entry_from_result, merge, read_reference, write_reference
-    from eplbench.solvers import solve as solve_layers
+    from eplbench.reference import merge, read_reference, settled, solve_entries, write_reference
+    from eplbench.solvers import list_solvers
 
+    if solver not in list_solvers():
+        raise BadInput(f"unknown solver {solver!r}; known: {', '.join(list_solvers())}")
     instances = load_instances(instance_set)
     policy_list = _split(policies)
     out = Path(out or (Path(instance_set) / "reference.json" if Path(instance_set).is_dir()
                        else f"{Path(instance_set).name}.reference.json"))
     previous = read_reference(out) if out.exists() else []
-    total = sum(i.num_layers * len(_policies_for(i, policy_list)) for i in instances)
+    known = merge(previous)
+    units = [(instance, policy) for instance in instances
+             for policy in _policies_for(instance, policy_list)]
+    todo = [unit for unit in units if not settled(known, *unit, solver, time_limit)]
+    solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=workers,
+                         origin=out.name)
     entries = []
     with _progress() as progress:
-        task = progress.add_task("solving", total=total)
-        for instance in instances:
-            for policy in _policies_for(instance, policy_list):
-                results = solve_layers(
-                    instance.weight, instance.topology, policy, solver, time_limit, workers,
-                    on_layer=lambda i, r: progress.update(
-                        task, advance=1, description=f"{instance.id} {policy} L{i}: {r.status}"))
-                entries += [entry_from_result(instance, layer, policy, result, str(out.name))
-                            for layer, result in enumerate(results)]
+        task = progress.add_task("solving", total=len(units), completed=len(units) - len(todo))
+        for (instance, policy), unit_entries in run_units(solve_unit, todo, jobs):
+            entries += unit_entries
+            write_reference(out, merge(previous + entries).values())
+            statuses = "".join("*" if e.status == "OPTIMAL" else "." for e in unit_entries)
+            progress.update(task, advance=1, description=f"{instance.id} {policy} {statuses}")
     merged = merge(previous + entries)
     write_reference(out, merged.values())
     certified = sum(e.status == "OPTIMAL" for e in merged.values())
-    click.echo(f"{certified}/{len(merged)} layers certified optimal; wrote {out}")
+    skipped = len(units) - len(todo)
+    note = f" ({skipped} instance-policies were settled already)" if skipped else ""
+    click.echo(f"{certified}/{len(merged)} layers certified optimal; wrote {out}{note}")
 
 
 @main.command("solve-bench")

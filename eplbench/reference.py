@@ -53,6 +53,30 @@ def entry_from_result(instance, layer: int, policy: str, result, origin: str) ->
                           {**result.params, "wall_time": round(result.wall_time, 4)})
 
 
+def solve_entries(unit: tuple, solver: str, time_limit: float, workers: int,
+                  origin: str) -> list[ReferenceEntry]:
+    """Entries for every layer of one (instance, policy) unit, solved by `solver`."""
+    from eplbench.solvers import solve
+
+    instance, policy = unit
+    results = solve(instance.weight, instance.topology, policy, solver, time_limit, workers)
+    return [entry_from_result(instance, layer, policy, result, origin)
+            for layer, result in enumerate(results)]
+
+
+def settled(entries: dict[tuple, ReferenceEntry], instance, policy: str, solver: str,
+            time_limit: float) -> bool:
+    """Whether every layer of (instance, policy) has an entry that a new solve by `solver`
+    within `time_limit` cannot better: certified optimal, or from the same solver with at
+    least that limit (what a resumed `eplbench solve` skips)."""
+    def done(entry):
+        return entry is not None and (entry.status == OPTIMAL or (
+            entry.lb_source.split(" ")[0] == solver
+            and float(entry.params.get("time_limit", 0)) >= time_limit))
+    return all(done(entries.get((instance.content_hash, layer, policy)))
+               for layer in range(instance.num_layers))
+
+
 def merge(entries: list[ReferenceEntry]) -> dict[tuple, ReferenceEntry]:
     """Keyed by (instance_hash, layer, policy): min ub, max lb; BadInput if lb > ub."""
     merged: dict[tuple, ReferenceEntry] = {}

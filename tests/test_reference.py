@@ -57,3 +57,27 @@ def test_gaps_exact_and_interval():
     assert not row.certified
     assert row.gap_lo == pytest.approx(21 / 19 - 1) and row.gap_hi == pytest.approx(21 / 16 - 1)
     assert np.isnan(attach_reference(table.assign(instance_hash="other"), refs).gap_hi).all()
+
+
+def test_solve_resumes_and_parallel_solves_agree(tmp_path):
+    """`eplbench solve -j 2` writes the same bounds as one process; run again, it solves
+    nothing (every layer is settled) and leaves the file as it was."""
+    from click.testing import CliRunner
+
+    from eplbench.cli import main
+    from eplbench.instances import load_instances, save_set
+
+    folder = save_set(tmp_path / "set", "t", load_instances("tiny")[:3])
+    files = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"reference-{jobs}.json"
+        result = CliRunner().invoke(main, ["solve", str(folder), "--time-limit", "5", "-j", jobs,
+                                           "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        files[jobs] = {entry.key: (entry.ub, entry.lb) for entry in read_reference(out)}
+    assert files["1"] == files["2"] and len(files["1"]) == 2 * 3 * 2
+    before = (tmp_path / "reference-2.json").read_text()
+    again = CliRunner().invoke(main, ["solve", str(folder), "--time-limit", "5",
+                                      "--out", str(tmp_path / "reference-2.json")])
+    assert "6 instance-policies were settled already" in again.output
+    assert (tmp_path / "reference-2.json").read_text() == before
