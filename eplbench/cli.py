@@ -296,6 +296,98 @@ def report(results, out):
     stderr.print(f"wrote {page} and {Path(out) / 'report.md'}")
 
 
+@main.command()
+@click.argument("trace", required=False, type=click.Path(dir_okay=False))
+@click.option("--simulate", metavar="LAYERSxEXPERTS", help="Replay the routing simulator's "
+              "drifting windows instead of a file, e.g. 4x64 (groups from --topology).")
+@click.option("--windows", default=6, show_default=True, type=click.IntRange(2),
+              help="Windows to simulate (with --simulate).")
+@click.option("--seed", default=0, show_default=True, help="Simulator seed.")
+@click.option("--window", type=click.IntRange(1),
+              help="Records of an expert-load.json summed into one window (default: 1).")
+@click.option("--topology", default="288,8,4,32", show_default=True,
+              help="num_replicas,num_groups,num_nodes,num_gpus (the ADRS evaluator's).")
+@click.option("--heuristics", "-H", default="swap_search,zigzag", show_default=True,
+              help="Comma-separated heuristics (the baseline deepseek always runs).")
+@click.option("--solver", default="enum", show_default=True, help="Solver for hindsight.")
+@click.option("--solve-time", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds per layer and policy for the hindsight bounds.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds per heuristic call.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Windows planned / solved at once in local worker processes.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the replay rows, with "
+              "the hindsight gaps, as a results table (`eplbench report` reads it).")
+def replay(trace, simulate, windows, seed, window, topology, heuristics, solver, solve_time,
+           repeats, time_limit, jobs, out):
+    """Replay a load trace: each heuristic plans on window t and serves window t+1; per
+    heuristic, print replay balancedness, the gap to the hindsight optimum (window t+1
+    solved on its own: no planner beats it) and to the best fixed plan in hindsight."""
+    from eplbench.gaps import attach_reference
+    from eplbench.instances.importers import read_expert_load_json
+    from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
+                                 simulated_windows, window_instances)
+    from eplbench.results import write_results
+    from eplbench.runner import RunOptions, add_runtime_ratio
+
+    topo = _parse_topology(topology)
+    if (trace is None) == (simulate is None):
+        raise BadInput("give a TRACE file or --simulate LAYERSxEXPERTS (one of the two)")
+    if simulate:
+        layers, experts = _shape(simulate)
+        groups = topo.num_groups if experts % topo.num_groups == 0 else 1
+        topk_groups = max(1, groups // 2)
+        loads = simulated_windows(layers, experts, windows, seed, groups=groups,
+                                  topk_groups=topk_groups,
+                                  top_k=min(8, topk_groups * experts // groups))
+        name = f"simulated-{simulate}"
+    else:
+        loads, name = read_expert_load_json(trace, window or 1), Path(trace).stem
+    if len(loads) < 2:
+        raise BadInput(f"{trace or name}: {len(loads)} window(s); replay needs at least 2")
+    instances = window_instances(loads, topo, name)
+    options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
+    with stderr.status(f"planning on {len(instances) - 1} windows"):
+        rows = add_runtime_ratio(replay_rows(_split(heuristics), instances, options),
+                                 options.baseline).assign(instance_set=name)
+    policies = ["global"] + (["hierarchical"] if topo.hierarchy_problem(
+        instances[0].num_experts) is None else [])
+    with stderr.status("hindsight: solving every served window"):
+        hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs)
+        plans = {p: fixed_plan(instances[1:], hindsight, p, solver, solve_time)
+                 for p in policies}
+    table = attach_reference(rows, hindsight)
+    if out:
+        write_results(table, out)
+        stderr.print(f"wrote {len(table)} rows to {out}")
+    summary = replay_summary(table, plans)
+    view = Table(title=f"replay of {name}: {len(instances) - 1} served windows, {topo}")
+    for column in ["heuristic", "valid", "replay balancedness", "gap to hindsight mean / max",
+                   "hindsight certified", "gap to best fixed plan", "planning ms"]:
+        view.add_column(column, justify="left" if column == "heuristic" else "right")
+    for row in summary.itertuples():
+        view.add_row(row.heuristic, row.valid, _fmt(row.replay_balancedness, "{:.4f}"),
+                     f"{_fmt(row.hindsight_gap_mean, '{:.3%}')} / "
+                     f"{_fmt(row.hindsight_gap_max, '{:.3%}')}",
+                     _fmt(row.hindsight_certified, "{:.0%}"),
+                     f"{_fmt(row.fixed_plan_gap_lo, '{:+.3%}')} .. "
+                     f"{_fmt(row.fixed_plan_gap_hi, '{:+.3%}')}",
+                     _fmt(row.planning_ms, "{:.3g}"))
+    stdout.print(view)
+    sys.exit(0 if table.valid.all() else 1)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        layers, experts = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise BadInput(f"--simulate {text!r}: expected LAYERSxEXPERTS, e.g. 4x64") from None
+    if layers < 1 or experts < 1:
+        raise BadInput(f"--simulate {text!r}: layers and experts must be positive")
+    return layers, experts
+
+
 def _fraction(ctx, param, value: str) -> float:
     """'0.05%' -> 0.0005; a plain number is a fraction already."""
     try:

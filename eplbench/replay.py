@@ -1,0 +1,146 @@
+"""Trace replay: plan on window t, serve window t + 1, against what hindsight allows.
+
+A trace is a sequence of [L, E] load windows: an ADRS / vLLM `expert-load.json` cut into
+windows of N records, or the routing simulator's drifting windows. As in the ADRS
+evaluator, each heuristic places the experts from window t's loads and is scored (by the one
+checker) on window t + 1's. Two yardsticks no planner can beat:
+
+- the hindsight optimum: window t + 1 solved on its own, per layer; it is attached as the
+  reference of the served window, so the results table's gaps are gaps to hindsight;
+- the best fixed plan in hindsight: one placement per layer kept for every served window.
+  Its summed max load lies between lb = max(sum of the windows' lower bounds, the summed
+  windows' lower bound) (a fixed plan's summed max loads are at least the max of its summed
+  loads) and ub = the summed windows' best placement served window by window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from eplbench.checker import check
+from eplbench.executors import run_units
+from eplbench.instances import Instance
+from eplbench.problem import Topology
+from eplbench.reference import ReferenceEntry, solve_entries
+from eplbench.runner import (RunOptions, _portable, _sandbox, close_sandboxes, run_context,
+                             score, warmup_weight)
+
+# the ADRS evaluator's topology: 288 slots, 8 groups, 4 nodes, 32 GPUs
+ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
+
+
+@dataclass(frozen=True)
+class FixedPlan:
+    """Bounds (tokens, summed over served windows and layers) on the best fixed plan."""
+
+    policy: str
+    lb: Fraction
+    ub: Fraction
+
+
+def window_instances(windows: list[np.ndarray], topology: Topology, name: str) -> list[Instance]:
+    """One instance per window ([L, E] loads), named NAME/window-NNN."""
+    return [Instance(id=f"{name}/window-{index:03d}", weight=np.asarray(weight, dtype=np.int64),
+                     topology=topology, family="replay")
+            for index, weight in enumerate(windows)]
+
+
+def simulated_windows(num_layers: int, num_experts: int, num_windows: int, seed: int = 0,
+                      **routing) -> list[np.ndarray]:
+    """The routing simulator's drifting windows (`instances/families/routing.py`)."""
+    from eplbench.instances.families import routing as simulator
+
+    params = {**simulator.DEFAULTS, **routing}
+    params.pop("window")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return list(simulator.simulate_windows(rng, num_layers, num_experts, num_windows, **params))
+
+
+def replay_rows(heuristics: list[str], windows: list[Instance],
+                options: RunOptions = RunOptions()) -> pd.DataFrame:
+    """Results-table rows of every heuristic (and the baseline) planned on each window and
+    served on the next; instance = the served window, planned_on = the window planned on."""
+    specs = {name: _portable(name) for name in dict.fromkeys([options.baseline, *heuristics])}
+    step = partial(replay_step, windows=windows, specs=specs, options=options)
+    rows = []
+    try:
+        for _, step_rows in run_units(step, list(range(len(windows) - 1)), options.jobs,
+                                      options.scheduler):
+            rows += step_rows
+    finally:
+        close_sandboxes()
+    return pd.DataFrame(rows)
+
+
+def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
+                options: RunOptions) -> list[dict]:
+    """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]."""
+    plan, served = windows[index], windows[index + 1]
+    measurements = _sandbox(options.time_limit).measure(
+        list(specs.values()), plan.weight, plan.topology.as_tuple(), warmup_weight(plan),
+        options.repeats)
+    context = {**run_context(), "planned_on": plan.id}
+    return [{**row, **context} for name, spec in specs.items()
+            for row in score(name, served, measurements[spec])]
+
+
+def hindsight_entries(served: list[Instance], policies: list[str], solver: str,
+                      time_limit: float, jobs: int = 1) -> list[ReferenceEntry]:
+    """Each served window solved on its own: the reference its gaps are measured against."""
+    units = [(instance, policy) for instance in served for policy in policies
+             if policy == "global" or instance.topology.hierarchy_problem(instance.num_experts)
+             is None]
+    solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=1,
+                         origin="hindsight")
+    return [entry for _, entries in run_units(solve_unit, units, jobs) for entry in entries]
+
+
+def fixed_plan(served: list[Instance], hindsight: list[ReferenceEntry], policy: str,
+               solver: str, time_limit: float) -> FixedPlan:
+    """Bounds on the best single placement per layer served on every window of `served`."""
+    summed = Instance(id="summed", weight=np.sum([i.weight for i in served], axis=0),
+                      topology=served[0].topology)
+    entries = solve_entries((summed, policy), solver, time_limit, 1, "hindsight")
+    lower = {entry.key: entry.lb for entry in hindsight}
+    lb = ub = Fraction(0)
+    for layer, entry in enumerate(entries):
+        lb += max(sum((lower[i.content_hash, layer, policy] for i in served), Fraction(0)),
+                  entry.lb)
+        plan = np.asarray(entry.phy2log)[None, :]
+        ub += sum(check(i.weight[layer:layer + 1], plan, i.topology).max_load[0] for i in served)
+    return FixedPlan(policy, lb, ub)
+
+
+def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataFrame:
+    """One row per heuristic: replay balancedness (mean over served windows), gap to the
+    hindsight optimum (mean / max over windows, `gap_hi`), the share of served windows whose
+    hindsight is certified, the gap of its summed load to the best fixed plan (an interval:
+    against the plan's ub and lb) and its median planning time. `table`: replay rows with
+    the hindsight reference attached; plans: policy -> FixedPlan."""
+    from eplbench.gaps import instance_gaps
+    from eplbench.reports.tables import instance_summary
+
+    per_window = instance_summary(table)
+    gaps = instance_gaps(table)
+    rows = []
+    for name, group in table.groupby("heuristic", sort=False):
+        mine, windows = gaps[gaps.heuristic == name], per_window[per_window.heuristic == name]
+        hierarchical = group.valid.all() and group.respects_hierarchy.all()
+        plan = plans.get("hierarchical" if hierarchical else "global")
+        load = sum((Fraction(int(n), int(d)) for n, d in
+                    zip(group.max_load_num, group.max_load_den)), Fraction(0))
+        fixed = ((float((load - plan.ub) / plan.ub), float((load - plan.lb) / plan.lb))
+                 if plan is not None and group.valid.all() else (np.nan, np.nan))
+        rows.append({"heuristic": name, "valid": f"{windows.valid.sum()}/{len(windows)}",
+                     "replay_balancedness": windows.balancedness.mean(),
+                     "hindsight_gap_mean": mine.gap_hi.mean(),
+                     "hindsight_gap_max": mine.gap_hi.max(),
+                     "hindsight_certified": mine.certified.mean(),
+                     "fixed_plan_gap_lo": fixed[0], "fixed_plan_gap_hi": fixed[1],
+                     "planning_ms": 1e3 * windows.runtime_s.median()})
+    return pd.DataFrame(rows)
