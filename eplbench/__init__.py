@@ -12,6 +12,7 @@ The stable Python API of SPEC 9:
 
 from eplbench.checker import Evaluation, check, check_output
 from eplbench.errors import BadInput, EplbenchError, InvalidPlacement
+from eplbench.evolve import evaluate, evaluate_stage1, evaluate_stage2
 from eplbench.heuristics import Heuristic, list_heuristics, load_heuristic
 from eplbench.instances import Instance, list_instance_sets, load_instances
 from eplbench.problem import Policy, Topology
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadInput", "EplbenchError", "Evaluation", "Heuristic", "Instance", "InvalidPlacement",
-    "Policy", "Topology", "check", "check_output", "list_heuristics", "list_instance_sets",
-    "load_heuristic", "load_instances",
+    "Policy", "Topology", "check", "check_output", "evaluate", "evaluate_stage1",
+    "evaluate_stage2", "list_heuristics", "list_instance_sets", "load_heuristic",
+    "load_instances",
 ]
