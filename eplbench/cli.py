@@ -338,9 +338,10 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
         layers, experts = _shape(simulate)
         groups = topo.num_groups if experts % topo.num_groups == 0 else 1
         topk_groups = max(1, groups // 2)
+        # DeepSeek-V3 routes 8 of 256 experts; keep a token on at most a quarter of them
+        top_k = max(1, min(8, experts // 4, topk_groups * experts // groups))
         loads = simulated_windows(layers, experts, windows, seed, groups=groups,
-                                  topk_groups=topk_groups,
-                                  top_k=min(8, topk_groups * experts // groups))
+                                  topk_groups=topk_groups, top_k=top_k)
         name = f"simulated-{simulate}"
     else:
         loads, name = read_expert_load_json(trace, window or 1), Path(trace).stem
