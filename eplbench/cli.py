@@ -326,6 +326,7 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     solved on its own: no planner beats it) and to the best fixed plan in hindsight."""
     from eplbench.gaps import attach_reference
     from eplbench.instances.importers import read_expert_load_json
+    from eplbench.reference import policies_for
     from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
                                  simulated_windows, window_instances)
     from eplbench.results import write_results
@@ -352,8 +353,7 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     with stderr.status(f"planning on {len(instances) - 1} windows"):
         rows = add_runtime_ratio(replay_rows(_split(heuristics), instances, options),
                                  options.baseline).assign(instance_set=name)
-    policies = ["global"] + (["hierarchical"] if topo.hierarchy_problem(
-        instances[0].num_experts) is None else [])
+    policies = policies_for(instances[0], ["global", "hierarchical"])
     with stderr.status("hindsight: solving every served window"):
         hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs)
         plans = {p: fixed_plan(instances[1:], hindsight, p, solver, solve_time)
@@ -499,11 +499,6 @@ def bench(heuristics, baseline, repeats):
     stdout.print(table)
 
 
-def _policies_for(instance, policies):
-    return [p for p in policies
-            if p == "global" or instance.topology.hierarchy_problem(instance.num_experts) is None]
-
-
 @main.command()
 @click.argument("instance_set")
 @click.option("--solver", default="enum", show_default=True,
@@ -529,7 +524,8 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
 
     from eplbench.executors import run_units
     from eplbench.instances import load_instances
-    from eplbench.reference import merge, read_reference, settled, solve_entries, write_reference
+    from eplbench.reference import (merge, policies_for, read_reference, settled, solve_entries,
+                                    write_reference)
     from eplbench.solvers import list_solvers
 
     if solver not in list_solvers():
@@ -541,7 +537,7 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
     previous = read_reference(out) if out.exists() else []
     known = merge(previous)
     units = [(instance, policy) for instance in instances
-             for policy in _policies_for(instance, policy_list)]
+             for policy in policies_for(instance, policy_list)]
     todo = [unit for unit in units if not settled(known, *unit, solver, time_limit)]
     solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=workers,
                          origin=out.name)
@@ -572,6 +568,7 @@ def solve_bench(sets, solver, policy, time_limit, workers):
     """Per set: share of layers certified optimal, median and max time to certify, median
     and max final gap (ub - lb) / ub."""
     from eplbench.instances import load_instances
+    from eplbench.reference import policies_for
     from eplbench.solvers import solve as solve_layers
 
     table = Table(title=f"{solver}, {policy} policy, {time_limit:g} s per layer, "
@@ -583,7 +580,7 @@ def solve_bench(sets, solver, policy, time_limit, workers):
         results = []
         with stderr.status(f"solving {name}") as status:
             for instance in load_instances(name):
-                if policy in _policies_for(instance, [policy]):
+                if policy in policies_for(instance, [policy]):
                     results += solve_layers(instance.weight, instance.topology, policy, solver,
                                             time_limit, workers)
                     status.update(f"solving {name}: {len(results)} layers")

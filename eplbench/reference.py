@@ -53,6 +53,13 @@ def entry_from_result(instance, layer: int, policy: str, result, origin: str) ->
                           {**result.params, "wall_time": round(result.wall_time, 4)})
 
 
+def policies_for(instance, policies: list[str]) -> list[str]:
+    """The policies of `policies` that `instance`'s topology defines (hierarchical only
+    where its experts and groups divide)."""
+    return [policy for policy in policies if policy == "global"
+            or instance.topology.hierarchy_problem(instance.num_experts) is None]
+
+
 def solve_entries(unit: tuple, solver: str, time_limit: float, workers: int,
                   origin: str) -> list[ReferenceEntry]:
     """Entries for every layer of one (instance, policy) unit, solved by `solver`."""

@@ -26,9 +26,8 @@ from eplbench.checker import check
 from eplbench.executors import run_units
 from eplbench.instances import Instance
 from eplbench.problem import Topology
-from eplbench.reference import ReferenceEntry, solve_entries
-from eplbench.runner import (RunOptions, _portable, _sandbox, close_sandboxes, run_context,
-                             score, warmup_weight)
+from eplbench.reference import ReferenceEntry, policies_for, solve_entries
+from eplbench.runner import RunOptions, heuristic_specs, measure, rows_of_units, scored_rows
 
 # the ADRS evaluator's topology: 288 slots, 8 groups, 4 nodes, 32 GPUs
 ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
@@ -65,36 +64,25 @@ def replay_rows(heuristics: list[str], windows: list[Instance],
                 options: RunOptions = RunOptions()) -> pd.DataFrame:
     """Results-table rows of every heuristic (and the baseline) planned on each window and
     served on the next; instance = the served window, planned_on = the window planned on."""
-    specs = {name: _portable(name) for name in dict.fromkeys([options.baseline, *heuristics])}
+    specs = heuristic_specs(heuristics, options.baseline)
     step = partial(replay_step, windows=windows, specs=specs, options=options)
-    rows = []
-    try:
-        for _, step_rows in run_units(step, list(range(len(windows) - 1)), options.jobs,
-                                      options.scheduler):
-            rows += step_rows
-    finally:
-        close_sandboxes()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows_of_units(step, list(range(len(windows) - 1)), options))
 
 
 def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
                 options: RunOptions) -> list[dict]:
     """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]."""
     plan, served = windows[index], windows[index + 1]
-    measurements = _sandbox(options.time_limit).measure(
-        list(specs.values()), plan.weight, plan.topology.as_tuple(), warmup_weight(plan),
-        options.repeats)
-    context = {**run_context(), "planned_on": plan.id}
-    return [{**row, **context} for name, spec in specs.items()
-            for row in score(name, served, measurements[spec])]
+    measurements = measure(plan, specs, options)
+    return [{**row, "planned_on": plan.id} for name, spec in specs.items()
+            for row in scored_rows(name, served, measurements[spec])]
 
 
 def hindsight_entries(served: list[Instance], policies: list[str], solver: str,
                       time_limit: float, jobs: int = 1) -> list[ReferenceEntry]:
     """Each served window solved on its own: the reference its gaps are measured against."""
-    units = [(instance, policy) for instance in served for policy in policies
-             if policy == "global" or instance.topology.hierarchy_problem(instance.num_experts)
-             is None]
+    units = [(instance, policy) for instance in served
+             for policy in policies_for(instance, policies)]
     solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=1,
                          origin="hindsight")
     return [entry for _, entries in run_units(solve_unit, units, jobs) for entry in entries]

@@ -55,42 +55,61 @@ def run_heuristics(heuristics: list[str], instances: list[Instance],
     done: (instance hash, heuristic) pairs measured before; an instance whose pairs are all
     done is skipped. on_unit(instance, rows) is called as each instance finishes.
     """
-    specs = {name: _portable(name) for name in dict.fromkeys([options.baseline, *heuristics])}
+    specs = heuristic_specs(heuristics, options.baseline)
     todo = [instance for instance in instances
             if not all((instance.content_hash, name) in done for name in specs)]
+    unit = partial(measure_instance, specs=specs, options=options)
+    return pd.DataFrame(rows_of_units(unit, todo, options, on_unit))
+
+
+def heuristic_specs(heuristics: list[str], baseline: str) -> dict[str, str]:
+    """Name -> spec to load by, the baseline first: a file by its absolute path (workers may
+    start elsewhere); BadInput for a spec that names nothing."""
+    return {name: str(Path(name).resolve()) if spec_kind(name) == "file" else name
+            for name in dict.fromkeys([baseline, *heuristics])}
+
+
+def rows_of_units(unit: Callable, units: list, options: RunOptions,
+                  on_unit: Callable | None = None) -> list[dict]:
+    """Every unit's rows, run where `options` say (`executors`); on_unit(unit, rows) as each
+    finishes; this process's sandboxes are stopped at the end."""
     rows = []
     try:
-        for instance, unit_rows in run_units(partial(measure_instance, specs=specs,
-                                                     options=options),
-                                             todo, options.jobs, options.scheduler):
-            rows.extend(unit_rows)
+        for done_unit, unit_rows in run_units(unit, units, options.jobs, options.scheduler):
+            rows += unit_rows
             if on_unit:
-                on_unit(instance, unit_rows)
+                on_unit(done_unit, unit_rows)
     finally:
         close_sandboxes()
-    return pd.DataFrame(rows)
-
-
-def _portable(spec: str) -> str:
-    """The spec to load by: a file by its absolute path (workers may start elsewhere)."""
-    return str(Path(spec).resolve()) if spec_kind(spec) == "file" else spec
+    return rows
 
 
 def measure_instance(instance: Instance, specs: dict[str, str],
                      options: RunOptions) -> list[dict]:
     """One work unit: every heuristic of `specs` (name -> spec to load) on `instance`,
     timed interleaved, scored; rows name each heuristic as `specs`' keys do."""
-    measurements = _sandbox(options.time_limit).measure(
-        list(specs.values()), instance.weight, instance.topology.as_tuple(),
-        warmup_weight(instance), options.repeats)
-    context = run_context()
+    measurements = measure(instance, specs, options)
     rows = []
     for name, spec in specs.items():
-        mine = score(name, instance, measurements[spec])
+        mine = scored_rows(name, instance, measurements[spec])
         if options.attribution > 0 and mine[0]["valid"]:
             add_packing_stage(mine, instance, measurements[spec].output[0], options.attribution)
-        rows += [{**row, **context} for row in mine]
+        rows += mine
     return rows
+
+
+def measure(plan: Instance, specs: dict[str, str], options: RunOptions) -> dict:
+    """Spec -> Measurement: every heuristic called on `plan`'s loads, timed interleaved in
+    this process's sandbox after a warm-up on other loads of the same shape."""
+    return _sandbox(options.time_limit).measure(
+        list(specs.values()), plan.weight, plan.topology.as_tuple(), warmup_weight(plan),
+        options.repeats)
+
+
+def scored_rows(name: str, served: Instance, measurement: Measurement) -> list[dict]:
+    """`score`'s rows for a measured placement on `served`'s loads, with the run context."""
+    context = run_context()
+    return [{**row, **context} for row in score(name, served, measurement)]
 
 
 def add_packing_stage(rows: list[dict], instance: Instance, phy2log: np.ndarray,
