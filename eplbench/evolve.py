@@ -119,12 +119,12 @@ def _replay_balancedness(program_path: str):
     from eplbench.problem import Topology
     from eplbench.replay import replay_rows, simulated_windows, window_instances
     from eplbench.reports.tables import instance_summary
-    from eplbench.runner import RunOptions
+    from eplbench.runner import RunOptions, add_runtime_ratio
 
     windows = window_instances(simulated_windows(**REPLAY_SHAPE), Topology(*REPLAY_TOPOLOGY),
                                "evaluate-replay")
-    rows = replay_rows([program_path], windows, RunOptions(repeats=1, time_limit=TIME_LIMIT))
-    rows["runtime_ratio"] = np.nan
+    options = RunOptions(repeats=1, time_limit=TIME_LIMIT)
+    rows = add_runtime_ratio(replay_rows([program_path], windows, options), options.baseline)
     mine = rows[rows.heuristic == program_path]
     failure = _first_failure(mine)
     if failure:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eplbench.timing import rotated
+
 # seconds a fresh child may take to import torch and eplbench before it counts as broken
 STARTUP_LIMIT = 120.0
 # seconds the parent adds to a call's time limit for the round trip through the pipe
@@ -60,8 +62,7 @@ class Sandbox:
         live = [spec for spec in specs if self._call(spec, warmup_weight, topology,
                                                       results[spec], timed=False)]
         for round_index in range(repeats):
-            shift = round_index % max(len(live), 1)
-            for spec in live[shift:] + live[:shift]:
+            for spec in rotated(live, round_index):
                 if not self._call(spec, weight, topology, results[spec], timed=True):
                     live.remove(spec)
         return results

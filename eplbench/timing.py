@@ -60,13 +60,18 @@ def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> di
     torch.set_num_threads(1)
     for call in calls.values():
         call()
-    names = list(calls)
-    seconds = {name: [] for name in names}
+    seconds = {name: [] for name in calls}
     for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(list(calls), round_index):
             seconds[name].append(timed_call(calls[name])[1])
     return seconds
+
+
+def rotated(names: list, round_index: int) -> list:
+    """The order of round `round_index`: it starts that many places further along, so that
+    drift in machine speed hits every name alike."""
+    shift = round_index % max(len(names), 1)
+    return names[shift:] + names[:shift]
 
 
 def deepseek_v3_weight(seed: int = 0) -> torch.Tensor:
