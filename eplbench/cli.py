@@ -84,7 +84,6 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     """
     import pandas as pd
 
-    from eplbench.gaps import attach_reference
     from eplbench.heuristics import BUILTINS
     from eplbench.reports.tables import heuristic_summary
     from eplbench.results import write_results
@@ -96,11 +95,9 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     loaded = [(name, *_instances_and_reference(name, reference))
               for name in _split(instance_sets)]
     table = add_runtime_ratio(_run_resumable(names, loaded, options, out), options.baseline)
-    tables, summaries = [], []
-    for name, instances, entries in loaded:
-        mine = table[table.instance_set == name].reset_index(drop=True)
-        tables.append(attach_reference(mine, entries) if entries is not None else mine)
-        summaries.append((name, heuristic_summary(tables[-1])))
+    tables, summaries = _per_set(table, loaded), []
+    for (name, _, entries), mine in zip(loaded, tables):
+        summaries.append((name, heuristic_summary(mine)))
         _print_summary(summaries[-1][1], name, options.baseline)
         if entries is None:
             stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
@@ -126,6 +123,17 @@ def _instances_and_reference(name, reference):
 
     path = reference or reference_path(name)
     return load_instances(name), read_reference(path) if path else None
+
+
+def _per_set(table, loaded) -> list:
+    """Each loaded set's rows of `table`, with its reference gaps where it has references."""
+    from eplbench.gaps import attach_reference
+
+    parts = []
+    for name, _, entries in loaded:
+        mine = table[table.instance_set == name].reset_index(drop=True)
+        parts.append(attach_reference(mine, entries) if entries is not None else mine)
+    return parts
 
 
 def _run_resumable(names, loaded, options, out):
@@ -434,7 +442,6 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
     """
     import pandas as pd
 
-    from eplbench.gaps import attach_reference
     from eplbench.gate import Limits, verdicts
     from eplbench.results import write_results
     from eplbench.runner import RunOptions, add_runtime_ratio
@@ -447,8 +454,7 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
                            "or pass --reference")
     options = RunOptions(repeats=repeats, time_limit=time_limit, baseline=baseline, jobs=jobs)
     table = add_runtime_ratio(_run_resumable([candidate], loaded, options, None), baseline)
-    table = pd.concat([attach_reference(table[table.instance_set == name], entries)
-                       for name, _, entries in loaded], ignore_index=True)
+    table = pd.concat(_per_set(table, loaded), ignore_index=True)
     if out:
         write_results(table, out)
     limits = Limits(max_gap_increase, max_instance_gap_increase, max_slowdown)
