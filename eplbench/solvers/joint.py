@@ -32,8 +32,22 @@ def solve_joint(weight: np.ndarray, topology: Topology, policy: Policy, backend_
     """
     upper = layer_max_load(weight, incumbent, topology, policy)
     domains, complete = count_domains(weight, topology, policy, upper, incumbent)
+    phy2log, upper, bound, deterministic, params = solve_model(
+        weight, topology, policy, backend_class, domains, incumbent, lower, deadline, workers,
+        seed)
+    params = {"complete_domains": complete, **params}
+    return phy2log, upper, bound if complete else None, deterministic, params
+
+
+def solve_model(weight: np.ndarray, topology: Topology, policy: Policy, backend_class,
+                domains: list[list[int]], incumbent: np.ndarray, lower: Fraction,
+                deadline: float, workers: int, seed: int):
+    """(phy2log [P], ub, lb over placements whose counts lie in `domains` or None, the
+    backend's deterministic time, params): the joint model restricted to `domains`, hinted
+    with `incumbent` (whose counts lie in them); its placement is re-scored by the checker."""
+    upper = layer_max_load(weight, incumbent, topology, policy)
     scaling = Scaling.for_domains(weight, domains, topology.slots_per_gpu)
-    params = {"complete_domains": complete, "scale": scaling.scale, "divisor": scaling.divisor}
+    params = {"scale": scaling.scale, "divisor": scaling.divisor}
     backend = backend_class()
     model = PlacementModel(backend, weight, topology, policy, domains, scaling,
                            lower_units(weight, topology, scaling, lower),
@@ -46,10 +60,8 @@ def solve_joint(weight: np.ndarray, topology: Topology, policy: Policy, backend_
         candidate_load = layer_max_load(weight, candidate, topology, policy)
         if candidate_load < upper:
             phy2log, upper = candidate, candidate_load
-    proven = None
-    if complete and result.bound is not None:
-        proven = min(scaling.tokens(result.bound), upper)
-    return phy2log, upper, proven, result.deterministic_time, params
+    bound = None if result.bound is None else min(scaling.tokens(result.bound), upper)
+    return phy2log, upper, bound, result.deterministic_time, params
 
 
 def count_domains(weight, topology: Topology, policy: Policy, upper: Fraction,

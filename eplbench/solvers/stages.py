@@ -18,8 +18,7 @@ from eplbench.problem import Policy, Topology
 from eplbench.solvers.backends import CpSatBackend
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.incumbent import layer_max_load
-from eplbench.solvers.joint import incumbent_units, lower_units
-from eplbench.solvers.model import PlacementModel, Scaling
+from eplbench.solvers.joint import solve_model
 
 
 def packing_bounds(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
@@ -34,18 +33,7 @@ def packing_bounds(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
                                                       topology.num_gpus)[0]))
     if lower == upper or time_limit <= 0:
         return upper, lower
-    domains = [[int(c)] for c in counts]
-    scaling = Scaling.for_domains(weight, domains, topology.slots_per_gpu)
-    backend = CpSatBackend()
-    model = PlacementModel(backend, weight, topology, policy, domains, scaling,
-                           lower_units(weight, topology, scaling, lower),
-                           incumbent_units(weight, phy2log, topology, scaling))
-    model.add_hint(phy2log)
-    deadline = time.perf_counter() + time_limit
-    result = backend.solve(max(0.01, deadline - time.perf_counter()), 1, 0)
-    if result.values:
-        upper = min(upper, layer_max_load(weight, model.placement(result.values), topology,
-                                          policy))
-    if result.bound is not None:
-        lower = max(lower, min(scaling.tokens(result.bound), upper))
-    return upper, lower
+    fixed = [[int(c)] for c in counts]
+    upper, bound = solve_model(weight, topology, policy, CpSatBackend, fixed, phy2log, lower,
+                               time.perf_counter() + time_limit, 1, 0)[1:3]
+    return upper, lower if bound is None else max(lower, bound)
