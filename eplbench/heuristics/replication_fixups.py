@@ -74,15 +74,18 @@ def move_fixup(weight: np.ndarray, counts: np.ndarray, candidates: int,
     return counts
 
 
+def replica_experts(counts: np.ndarray) -> np.ndarray:
+    """[R, N] the expert of each replica, replicas in expert order; counts: [R, n]."""
+    num_rows, num_log = counts.shape
+    return np.repeat(np.tile(np.arange(num_log), num_rows), counts.ravel()).reshape(num_rows, -1)
+
+
 def maps_from_counts(counts: np.ndarray):
     """(phy2log [X, P], rank [X, P], logcnt [X, n]) with each expert's replicas in expert
     order. counts: [X, n] int64, every row summing to P."""
-    num_rows, num_log = counts.shape
-    num_phy = int(counts[0].sum())
-    experts = np.repeat(np.tile(np.arange(num_log), num_rows), counts.ravel())
-    phy2log = experts.reshape(num_rows, num_phy)
+    phy2log = replica_experts(counts)
     block_start = np.cumsum(counts, axis=1) - counts
-    rank = np.arange(num_phy)[None, :] - np.take_along_axis(block_start, phy2log, axis=1)
+    rank = np.arange(phy2log.shape[1]) - np.take_along_axis(block_start, phy2log, axis=1)
     return torch.from_numpy(phy2log), torch.from_numpy(rank), torch.from_numpy(counts)
 
 

@@ -42,6 +42,7 @@ import torch
 
 from eplbench.heuristics.deepseek import rebalance_placed
 from eplbench.heuristics.deepseek_fast import replicate_experts_vectorised
+from eplbench.heuristics.replication_fixups import replica_experts
 
 MAX_SWAP_STEPS = 24
 PARTNERS = 4
@@ -118,12 +119,6 @@ def packed_by_rounds(values: np.ndarray, counts: np.ndarray, num_packs: int):
     np.put_along_axis(replica, slot, order, axis=1)
     np.put_along_axis(load, slot, replica_load, axis=1)
     return replica.reshape(num_rows, num_packs, slots), load.reshape(num_rows, num_packs, slots)
-
-
-def replica_experts(counts: np.ndarray) -> np.ndarray:
-    """[R, N] the expert of each replica, replicas in expert order; counts: [R, n]."""
-    num_rows, num_log = counts.shape
-    return np.repeat(np.tile(np.arange(num_log), num_rows), counts.ravel()).reshape(num_rows, -1)
 
 
 def by_load(load: np.ndarray, descending: bool) -> np.ndarray:
