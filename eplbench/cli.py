@@ -145,7 +145,7 @@ def _run_resumable(names, loaded, options, out):
     set_of = {instance.id: name for name, instances, _ in loaded for instance in instances}
     instances = [instance for _, group, _ in loaded for instance in group]
     previous = previous_rows(out)
-    done = frozenset(zip(previous.instance_hash, previous.heuristic)) if len(previous) else frozenset()
+    done = frozenset(zip(previous.instance_hash, previous.heuristic) if len(previous) else ())
     heuristics = set(names) | {options.baseline}
     new_rows = []
     with _progress() as progress:
@@ -162,7 +162,8 @@ def _run_resumable(names, loaded, options, out):
         try:
             run_heuristics(names, instances, options, on_unit=finished, done=done)
         except KeyboardInterrupt:
-            saved = f"; {out} holds the instances that finished: the same command resumes" if out else ""
+            saved = (f"; {out} holds the instances that finished: the same command resumes"
+                     if out else "")
             stderr.print(f"interrupted{saved}")
             sys.exit(130)
     table = _combined(previous, new_rows)
