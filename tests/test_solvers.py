@@ -1,10 +1,13 @@
 """Every solver's claims checked against an independent brute force on the tiny set."""
 
 import itertools
+import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import eplbench as eb
 from eplbench.solvers import list_solvers, solve
@@ -76,20 +79,74 @@ def test_unknown_solver_is_bad_input():
 
 
 @pytest.mark.parametrize("within_nodes", [False, True])
-def test_swap_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes):
+def test_resplit_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes):
     from eplbench.solvers.incumbent import deepseek_placement
-    from eplbench.solvers.local_search import improve_by_swaps
+    from eplbench.solvers.local_search import improve_by_resplits
 
     policy = "hierarchical" if within_nodes else "global"
     for instance in eb.load_instances("small"):
         start = deepseek_placement(instance.weight[0], instance.topology, eb.Policy(policy))
-        improved = improve_by_swaps(instance.weight[0], start, instance.topology, within_nodes)
+        improved = improve_by_resplits(instance.weight[0], start, instance.topology, within_nodes)
         before, after = (eb.check(instance.weight[:1], p[None, :], instance.topology)
                          for p in (start, improved))
         assert after.max_load[0] <= before.max_load[0]
         assert np.array_equal(np.sort(improved), np.sort(start))  # counts unchanged
         if within_nodes:
             assert after.respects_hierarchy
+
+
+def _pair_split_highs(gpu_loads, a, b):
+    """Every larger half of a re-split of GPUs a and b (lists of replica loads), S + S."""
+    pool = gpu_loads[a] + gpu_loads[b]
+    for half in itertools.combinations(range(len(pool)), len(gpu_loads[a])):
+        first = sum(pool[i] for i in half)
+        yield max(first, sum(pool) - first)
+
+
+@pytest.mark.parametrize("within_nodes", [False, True])
+def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes):
+    """At the end, no re-split of the most loaded GPU with any partner (same node if asked)
+    lowers its load, checked by trying every split with itertools."""
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.local_search import improve_by_resplits
+
+    policy = eb.Policy("hierarchical" if within_nodes else "global")
+    for instance in eb.load_instances("small")[:10]:
+        topo, row = instance.topology, instance.weight[0]
+        start = deepseek_placement(row, topo, policy)
+        improved = improve_by_resplits(row, start, topo, within_nodes, time_limit=60)
+        counts = np.bincount(improved, minlength=len(row))
+        gpu_loads = [[Fraction(int(row[e]), int(counts[e])) for e in gpu]
+                     for gpu in improved.reshape(topo.num_gpus, topo.slots_per_gpu).tolist()]
+        totals = [sum(gpu) for gpu in gpu_loads]
+        top = totals.index(max(totals))
+        per_node = topo.gpus_per_node if within_nodes else topo.num_gpus
+        partners = [g for g in range(top // per_node * per_node, (top // per_node + 1) * per_node)
+                    if g != top]
+        for partner in partners:
+            assert min(_pair_split_highs(gpu_loads, top, partner)) >= totals[top], instance.id
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([(2, 3), (2, 4), (3, 3)]), st.integers(0, 3), st.data())
+def test_completion_search_is_exact_on_random_layers(shape, extra, data):
+    """solve_global's ub is a real placement's load, and when it claims ub == lb that is the
+    brute-force optimum (and never a false claim in either direction)."""
+    from eplbench.solvers.completion import solve_global
+    from eplbench.solvers.incumbent import deepseek_placement
+
+    num_gpus, slots = shape
+    num_slots = num_gpus * slots
+    num_experts = num_slots - extra
+    weight = np.array(data.draw(st.lists(st.integers(1, 60), min_size=num_experts,
+                                         max_size=num_experts)), dtype=np.int64)
+    topo = eb.Topology(num_slots, 1, 1, num_gpus)
+    start = deepseek_placement(weight, topo, eb.Policy.GLOBAL)
+    phy2log, upper, lower = solve_global(weight, topo, start, time.perf_counter() + 30)
+    best = optimum(weight.tolist(), num_slots, 1, 1, num_gpus, "global")
+    assert eb.check(weight[None, :], phy2log[None, :], topo).max_load[0] == upper
+    assert lower <= best <= upper
+    assert upper == lower == best
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -6,8 +6,10 @@ an independent global problem (`completion.solve_global`, asked only about value
 best so far). An assignment's value is its worst node; node problems are cached by their set
 of groups; the search stops at the first bound that reaches the incumbent U.
 
-Where the assignments are too many, or a node has more GPUs than the completion search
-takes, `EnumerationTooLarge` says so and the caller falls back to the joint model.
+A node with more GPUs than the completion search takes gets re-split local search instead
+(its ub is then a placement's load and its lb the node's count-free bound). Where the
+assignments are too many, `EnumerationTooLarge` says so and the caller falls back to the
+joint model.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.completion import EnumerationTooLarge, solve_global
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+from eplbench.solvers.local_search import improve_by_resplits
 
 MAX_ASSIGNMENTS = 2_000
+# seconds of local search on a node too large for the completion search
+NODE_LOCAL_SEARCH = 0.5
 
 
 def balanced_assignments(num_groups: int, num_nodes: int):
@@ -96,6 +101,13 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, deadline, cache)
         return cached
     sub = weight[experts]
     start = deepseek_placement(sub, node_topology, Policy.GLOBAL)
-    result = solve_global(sub, node_topology, start, deadline, cutoff)
+    try:
+        result = solve_global(sub, node_topology, start, deadline, cutoff)
+    except EnumerationTooLarge:
+        seconds = min(NODE_LOCAL_SEARCH, max(0.0, deadline - time.perf_counter()))
+        placement = improve_by_resplits(sub, start, node_topology, False, seconds)
+        upper = layer_max_load(sub, placement, node_topology)
+        lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
+        result = (placement, upper, min(lower, upper))
     cache[key] = result
     return result

@@ -13,12 +13,14 @@ from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignme
                                           solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import solve_joint
-from eplbench.solvers.local_search import improve_by_swaps
+from eplbench.solvers.local_search import improve_by_resplits
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 
 
 # share of the time limit the enumeration gets before the joint model takes over
 ENUM_SHARE = 0.5
+# share of the time limit the re-split local search gets on the starting placements
+LOCAL_SEARCH_SHARE = 0.2
 
 
 def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: str,
@@ -33,7 +35,7 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     deadline = start + time_limit
     weight = np.asarray(weight, dtype=np.int64)
     if incumbent is None:
-        incumbent = best_start(weight, topology, policy)
+        incumbent = best_start(weight, topology, policy, LOCAL_SEARCH_SHARE * time_limit)
     phy2log = incumbent
     upper = layer_max_load(weight, phy2log, topology, policy)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
@@ -71,15 +73,17 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
                        solver_name, params, backend_class.version, source)
 
 
-def best_start(weight: np.ndarray, topology: Topology, policy: Policy) -> np.ndarray:
-    """[P] the best swap-improved DeepSeek placement; under the global policy DeepSeek's
-    hierarchical placement (other counts, also valid) is tried too."""
+def best_start(weight: np.ndarray, topology: Topology, policy: Policy,
+               time_limit: float) -> np.ndarray:
+    """[P] the best DeepSeek placement after re-split local search (`time_limit` seconds in
+    all); under the global policy DeepSeek's hierarchical placement (other counts, also
+    valid) is tried too."""
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
         policies.append(Policy.HIERARCHICAL)
     within_nodes = policy is Policy.HIERARCHICAL
-    starts = [improve_by_swaps(weight, deepseek_placement(weight, topology, p), topology,
-                               within_nodes) for p in policies]
+    starts = [improve_by_resplits(weight, deepseek_placement(weight, topology, p), topology,
+                                  within_nodes, time_limit / len(policies)) for p in policies]
     return min(starts, key=lambda start: layer_max_load(weight, start, topology))
 
 

@@ -1,0 +1,253 @@
+"""The compiled bin-completion search behind `completion.Completion` (numba, nopython).
+
+One call answers "is there a placement with every GPU load at most cap?" for experts in
+non-increasing load order. All loads are int64 in scaled units (tokens x scale), so every
+replica load load[d] // count is exact.
+
+Search state at depth d (experts 0..d-1 placed), one row per depth:
+    gpu_load[d, i], gpu_used[d, i]: load and replicas of the i-th GPU in (load, used) order;
+    gpu_id[d, i]: which GPU that is (GPUs are re-sorted after every expert).
+An expert's spread is chosen GPU by GPU in row d's order, each GPU taking what fits under
+cap and its free slots, and a GPU in the same (load, used) state as the one before it
+taking no more than that one (symmetry).
+placed[d, gpu] records, along the current path, the replicas of expert d on each GPU.
+
+`failed` maps a packed state (depth, replicas per GPU, then loads per GPU) to the largest
+cap it was proven infeasible for; a state fails for every cap at or below that. It keeps
+at most MAX_FAILED states (memory), which costs repeated work, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+from numba import njit, types
+
+FOUND, NONE, TIMEOUT = 1, 0, -1
+ENTER, NEXT, BACK = 0, 1, 2  # the search loop's modes: open a position, try its next option, leave it
+# the most GPUs a state key holds (loads padded with zeros); replicas per GPU take 6 bits
+KEY_GPUS = 8
+MAX_SLOTS_PER_GPU = 63
+KEY_TYPE = types.UniTuple(types.int64, KEY_GPUS + 1)
+# search nodes between two clock readings
+CHECK_EVERY = 1 << 16
+# the most states remembered (about 100 bytes each); beyond, new failures are not kept
+MAX_FAILED = 4_000_000
+
+
+def new_failed_map():
+    """An empty typed dict from state key to the largest cap proven infeasible there."""
+    return numba.typed.Dict.empty(key_type=KEY_TYPE, value_type=types.int64)
+
+
+@njit(cache=True)
+def _clock() -> float:
+    with numba.objmode(now="float64"):
+        now = time.perf_counter()
+    return now
+
+
+@njit(cache=True)
+def _tick(work, deadline) -> bool:
+    """Count one node; True (and work[1] = 1) once the deadline has passed."""
+    work[0] += 1
+    if work[0] % CHECK_EVERY == 0 and _clock() >= deadline:
+        work[1] = 1
+    return work[1] == 1
+
+
+@njit(cache=True)
+def _key(depth, loads, used):
+    """The exact key of one state: depth and replicas per GPU packed, then the loads."""
+    packed = depth
+    pad = np.zeros(KEY_GPUS, dtype=np.int64)
+    for i in range(loads.shape[0]):
+        packed = packed * 64 + used[i]
+        pad[i] = loads[i]
+    return (packed, pad[0], pad[1], pad[2], pad[3], pad[4], pad[5], pad[6], pad[7])
+
+
+@njit(cache=True)
+def _fillable(depth, loads, used, load, rest, cap, slots) -> bool:
+    """The open GPUs' room covers the load left, and each open GPU can be filled to within
+    the total spare room by its free slots taking the largest experts left, one each."""
+    num_experts = load.shape[0]
+    spare = -rest[depth]
+    for i in range(loads.shape[0]):
+        if used[i] < slots:
+            spare += cap - loads[i]
+    if spare < 0:
+        return False
+    for i in range(loads.shape[0]):
+        if used[i] < slots:
+            last = min(num_experts, depth + slots - used[i])
+            if rest[depth] - rest[last] < cap - loads[i] - spare:
+                return False
+    return True
+
+
+@njit(cache=True)
+def _count_range(d, load, rest, cap, slots, loads, used):
+    """(low, high): the replica counts expert d may take on row d's state (low > high
+    when the state is infeasible)."""
+    num_experts, num_gpus = load.shape[0], loads.shape[0]
+    room = -1
+    free = num_gpus * slots
+    for i in range(num_gpus):
+        free -= used[i]
+        if used[i] < slots:
+            room = max(room, cap - loads[i])
+    if room < 0 or (room == 0 and rest[d] > 0):
+        return 1, 0
+    # the fewest replicas each expert left needs for one replica to fit the roomiest GPU
+    needed_here, needed_total = 1, 0
+    for e in range(d, num_experts):
+        need = 1 if room == 0 else max(1, -(-load[e] // room))
+        needed_total += need
+        if e == d:
+            needed_here = need
+    if needed_total > free or not _fillable(d, loads, used, load, rest, cap, slots):
+        return 1, 0
+    high = free - (needed_total - needed_here)
+    return (free if d == num_experts - 1 else needed_here), high
+
+
+@njit(cache=True)
+def _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, work,
+            deadline):
+    """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
+    many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
+    builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
+
+    Per position: left[d, i] replicas still to spread over GPUs i..; room[d, i] the room
+    GPUs 0..i-1 keep after taking theirs (GPUs i.. must leave, with it, enough for the
+    experts after d); previous[d, i] what GPU i - 1 took; option[d, i] the option in hand."""
+    num_experts, num_gpus = load.shape[0], gpu_load.shape[1]
+    count = np.zeros(num_experts, dtype=np.int64)
+    count_high, replica = np.zeros_like(count), np.zeros_like(count)
+    left = np.zeros((num_experts, num_gpus + 1), dtype=np.int64)
+    room, previous, option, most = (np.zeros_like(left), np.zeros_like(left),
+                                    np.zeros_like(left), np.zeros_like(left))
+    take = np.zeros((num_experts, num_gpus), dtype=np.int64)
+    takes_after = np.zeros((num_experts, num_gpus + 1), dtype=np.int64)
+    room_after = np.zeros_like(takes_after)
+    d, i, mode = 0, -1, ENTER
+    while True:
+        if mode == ENTER:
+            if i < 0 and d == num_experts:
+                return FOUND
+            if _tick(work, deadline):
+                return TIMEOUT
+            mode = NEXT
+            if i < 0:
+                if failed.get(_key(d, gpu_load[d], gpu_used[d]), -1) >= cap:
+                    mode = BACK
+                    continue
+                low, count_high[d] = _count_range(d, load, rest, cap, slots, gpu_load[d],
+                                                  gpu_used[d])
+                count[d] = low - 1
+            elif (left[d, i] > takes_after[d, i]
+                  or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
+                mode = BACK
+            elif i == num_gpus:
+                _next_state(d, replica[d], gpu_load, gpu_used, gpu_id, placed)
+                d, i, mode = d + 1, -1, ENTER
+            else:
+                most[d, i] = min(left[d, i], take[d, i])
+                if (i > 0 and gpu_load[d, i - 1] == gpu_load[d, i]
+                        and gpu_used[d, i - 1] == gpu_used[d, i]):
+                    most[d, i] = min(most[d, i], previous[d, i])
+                option[d, i] = -1
+        elif mode == NEXT:
+            if i < 0:
+                count[d] += 1
+                if count[d] > count_high[d]:
+                    if len(failed) < MAX_FAILED:
+                        failed[_key(d, gpu_load[d], gpu_used[d])] = cap
+                    mode = BACK
+                    continue
+                replica[d] = load[d] // count[d]
+                _prepare_spread(d, replica[d], cap, slots, gpu_load[d], gpu_used[d], take,
+                                takes_after, room_after)
+                left[d, 0], previous[d, 0], room[d, 0] = count[d], count[d], 0
+            else:
+                option[d, i] += 1
+                if option[d, i] > most[d, i]:
+                    mode = BACK
+                    continue
+                # one replica first (spreading an expert is the usual good move), then 0, 2..
+                number = option[d, i]
+                if number < 2 and most[d, i] >= 1:
+                    number = 1 - number
+                placed[d, gpu_id[d, i]] = number
+                kept = 0
+                if gpu_used[d, i] + number < slots:
+                    kept = cap - gpu_load[d, i] - number * replica[d]
+                left[d, i + 1] = left[d, i] - number
+                previous[d, i + 1] = number
+                room[d, i + 1] = room[d, i] + kept
+            i, mode = i + 1, ENTER
+        else:  # BACK: position (d, i) has no option left; resume its parent
+            if i >= 0:
+                i, mode = i - 1, NEXT
+            elif d == 0:
+                return NONE
+            else:
+                d, i, mode = d - 1, num_gpus - 1, NEXT
+
+
+@njit(cache=True)
+def _prepare_spread(d, replica, cap, slots, loads, used, take, takes_after, room_after):
+    """Row d of take (most replicas each GPU can take), and suffix sums of take and of
+    the room the open GPUs have."""
+    num_gpus = loads.shape[0]
+    takes_after[d, num_gpus] = 0
+    room_after[d, num_gpus] = 0
+    for i in range(num_gpus - 1, -1, -1):
+        most = slots - used[i]
+        if replica > 0:
+            most = min(most, (cap - loads[i]) // replica)
+        take[d, i] = most
+        takes_after[d, i] = takes_after[d, i + 1] + most
+        room_after[d, i] = room_after[d, i + 1] + (cap - loads[i] if used[i] < slots else 0)
+
+
+@njit(cache=True)
+def _next_state(d, replica, gpu_load, gpu_used, gpu_id, placed):
+    """Row d + 1: row d's GPUs with expert d's replicas added, sorted by (load, used)."""
+    num_gpus = gpu_load.shape[1]
+    for i in range(num_gpus):
+        gpu = gpu_id[d, i]
+        number = placed[d, gpu]
+        new_load, new_used = gpu_load[d, i] + number * replica, gpu_used[d, i] + number
+        j = i
+        while j > 0 and (gpu_load[d + 1, j - 1] > new_load or (
+                gpu_load[d + 1, j - 1] == new_load and gpu_used[d + 1, j - 1] > new_used)):
+            gpu_load[d + 1, j] = gpu_load[d + 1, j - 1]
+            gpu_used[d + 1, j] = gpu_used[d + 1, j - 1]
+            gpu_id[d + 1, j] = gpu_id[d + 1, j - 1]
+            j -= 1
+        gpu_load[d + 1, j] = new_load
+        gpu_used[d + 1, j] = new_used
+        gpu_id[d + 1, j] = gpu
+
+
+def search(load: np.ndarray, cap: int, num_gpus: int, slots: int, failed, deadline: float):
+    """(status, placed [E, G] replicas of the d-th heaviest expert on each GPU, nodes).
+
+    load: [E] int64 scaled loads in non-increasing order; failed: `new_failed_map()`,
+    kept between calls on the same problem."""
+    num_experts = load.shape[0]
+    rest = np.zeros(num_experts + 1, dtype=np.int64)
+    rest[:-1] = np.cumsum(load[::-1])[::-1]
+    gpu_load = np.zeros((num_experts + 1, num_gpus), dtype=np.int64)
+    gpu_used = np.zeros_like(gpu_load)
+    gpu_id = np.zeros_like(gpu_load)
+    gpu_id[0] = np.arange(num_gpus)
+    placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
+    work = np.zeros(2, dtype=np.int64)
+    status = _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, work,
+                     deadline)
+    return status, placed, int(work[0])
