@@ -571,26 +571,33 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
 @click.option("--policy", default="global", show_default=True)
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
-def solve_bench(sets, solver, policy, time_limit, workers):
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="Instances solved at once, in a local process pool (more jobs than cores "
+                   "slows each solve down).")
+def solve_bench(sets, solver, policy, time_limit, workers, jobs):
     """Per set: share of layers certified optimal, median and max time to certify, median
     and max final gap (ub - lb) / ub."""
+    from eplbench.executors import run_units
     from eplbench.instances import load_instances
     from eplbench.reference import policies_for
-    from eplbench.solvers import solve as solve_layers
 
     table = Table(title=f"{solver}, {policy} policy, {time_limit:g} s per layer, "
-                        f"{workers} worker(s)")
+                        f"{workers} worker(s), {jobs} job(s)")
     for column in ["set", "layers", "certified", "median s to certify", "max s to certify",
                    "median gap", "max gap"]:
         table.add_column(column, justify="right")
+    from functools import partial
+
+    solve_one = partial(_solve_instance, policy=policy, solver=solver, time_limit=time_limit,
+                        workers=workers)
     for name in _split(sets):
+        units = [i for i in load_instances(name) if policy in policies_for(i, [policy])]
         results = []
-        with stderr.status(f"solving {name}") as status:
-            for instance in load_instances(name):
-                if policy in policies_for(instance, [policy]):
-                    results += solve_layers(instance.weight, instance.topology, policy, solver,
-                                            time_limit, workers)
-                    status.update(f"solving {name}: {len(results)} layers")
+        with _progress() as progress:
+            task = progress.add_task(f"solving {name}", total=len(units))
+            for _, unit_results in run_units(solve_one, units, jobs):
+                results += unit_results
+                progress.update(task, advance=1)
         certified = [r.wall_time for r in results if r.status == "OPTIMAL"]
         gaps = [r.gap for r in results]
         table.add_row(name, str(len(results)),
@@ -600,6 +607,13 @@ def solve_bench(sets, solver, policy, time_limit, workers):
                       _fmt(np.median(gaps) if gaps else np.nan, "{:.2e}"),
                       _fmt(max(gaps) if gaps else np.nan, "{:.2e}"))
     stdout.print(table)
+
+
+def _solve_instance(instance, policy, solver, time_limit, workers):
+    """Every layer of one instance solved (a picklable work unit for solve-bench)."""
+    from eplbench.solvers import solve as solve_layers
+
+    return solve_layers(instance.weight, instance.topology, policy, solver, time_limit, workers)
 
 
 @main.command("heuristics")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from eplbench.errors import BadInput
 from eplbench.problem import Policy, Topology, as_weight_matrix
+from eplbench.solvers import completion_kernel, local_search
 from eplbench.solvers.backends import CpSatBackend, ScipBackend
 from eplbench.solvers.layer import solve_layer
 from eplbench.solvers.result import SolveResult
@@ -40,6 +41,8 @@ def solve(weight, topo: Topology, policy: Policy | str = "global", solver: str =
     weight = as_weight_matrix(weight)
     topo.validate_for(weight.shape[1], policy)
     method, backend, _ = SOLVERS[solver]
+    completion_kernel.warm_up()  # compiled code: load it before any layer's clock starts
+    local_search.warm_up()
     results = []
     for index, row in enumerate(weight):
         result = solve_layer(row, topo, policy, method, backend, time_limit, workers, seed)

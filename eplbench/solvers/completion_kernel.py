@@ -251,3 +251,9 @@ def search(load: np.ndarray, cap: int, num_gpus: int, slots: int, failed, deadli
     status = _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, work,
                      deadline)
     return status, placed, int(work[0])
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the search with a trivial call, so that the
+    one-off cost per process is not counted in the first layer's solve time."""
+    search(np.array([2, 1], dtype=np.int64), 2, 2, 1, new_failed_map(), time.perf_counter() + 60)

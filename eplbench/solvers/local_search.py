@@ -154,3 +154,10 @@ def _apply_split(item, experts, load, top, partner, mask):
             item[partner, b], experts[partner, b] = pool_item[k], pool_expert[k]
             b += 1
     load[top], load[partner] = item[top].sum(), item[partner].sum()
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the search with a trivial call, so that the
+    one-off cost per process is not counted in the first layer's solve time."""
+    improve_by_resplits(np.array([2, 1], dtype=np.int64), np.array([0, 1], dtype=np.int64),
+                        Topology(2, 1, 1, 2), False)
