@@ -95,6 +95,28 @@ def test_resplit_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes
             assert after.respects_hierarchy
 
 
+@pytest.mark.parametrize("within_nodes", [False, True])
+def test_count_moves_never_worsen_and_keep_placements_valid(within_nodes):
+    """improve_placement (re-splits, then count moves) is never above re-splits alone, and
+    its placement is valid (every expert kept) and hierarchical when asked."""
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.local_search import improve_by_resplits, improve_placement
+
+    policy = eb.Policy("hierarchical" if within_nodes else "global")
+    moved = 0
+    for instance in eb.load_instances("small") + eb.load_instances("medium-cut")[:4]:
+        topo, row = instance.topology, instance.weight[0]
+        start = deepseek_placement(row, topo, policy)
+        resplit = improve_by_resplits(row, start, topo, within_nodes, time_limit=60)
+        improved = improve_placement(row, start, topo, within_nodes, time_limit=60)
+        before, after = (eb.check(instance.weight[:1], p[None, :], topo)
+                         for p in (resplit, improved))
+        assert after.max_load[0] <= before.max_load[0], instance.id  # check() raised if invalid
+        if within_nodes:
+            assert after.respects_hierarchy, instance.id
+        moved += after.max_load[0] < before.max_load[0]
+    assert moved > 0, "count moves lower some layer below re-splits alone"
+
 def _pair_split_highs(gpu_loads, a, b):
     """Every larger half of a re-split of GPUs a and b (lists of replica loads), S + S."""
     pool = gpu_loads[a] + gpu_loads[b]

@@ -6,7 +6,7 @@ an independent global problem (`completion.solve_global`, asked only about value
 best so far). An assignment's value is its worst node; node problems are cached by their set
 of groups; the search stops at the first bound that reaches the incumbent U.
 
-A node with more GPUs than the completion search takes gets re-split local search instead
+A node with more GPUs than the completion search takes gets local search (`local_search.improve_placement`) instead
 (its ub is then a placement's load and its lb the node's count-free bound). Where the
 assignments are too many, `EnumerationTooLarge` says so and the caller falls back to the
 joint model.
@@ -24,7 +24,7 @@ from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.completion import EnumerationTooLarge, solve_global
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
-from eplbench.solvers.local_search import improve_by_resplits
+from eplbench.solvers.local_search import improve_placement
 
 MAX_ASSIGNMENTS = 2_000
 # seconds of local search on a node too large for the completion search
@@ -105,7 +105,7 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, deadline, cache)
         result = solve_global(sub, node_topology, start, deadline, cutoff)
     except EnumerationTooLarge:
         seconds = min(NODE_LOCAL_SEARCH, max(0.0, deadline - time.perf_counter()))
-        placement = improve_by_resplits(sub, start, node_topology, False, seconds)
+        placement = improve_placement(sub, start, node_topology, False, seconds)
         upper = layer_max_load(sub, placement, node_topology)
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
         result = (placement, upper, min(lower, upper))

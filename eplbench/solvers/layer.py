@@ -13,7 +13,7 @@ from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignme
                                           solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import solve_joint
-from eplbench.solvers.local_search import improve_by_resplits
+from eplbench.solvers.local_search import improve_placement
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 
 
@@ -75,14 +75,14 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
 
 def best_start(weight: np.ndarray, topology: Topology, policy: Policy,
                time_limit: float) -> np.ndarray:
-    """[P] the best DeepSeek placement after re-split local search (`time_limit` seconds in
+    """[P] the best DeepSeek placement after local search (`time_limit` seconds in
     all); under the global policy DeepSeek's hierarchical placement (other counts, also
     valid) is tried too."""
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
         policies.append(Policy.HIERARCHICAL)
     within_nodes = policy is Policy.HIERARCHICAL
-    starts = [improve_by_resplits(weight, deepseek_placement(weight, topology, p), topology,
+    starts = [improve_placement(weight, deepseek_placement(weight, topology, p), topology,
                                   within_nodes, time_limit / len(policies)) for p in policies]
     return min(starts, key=lambda start: layer_max_load(weight, start, topology))
 

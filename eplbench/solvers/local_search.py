@@ -1,12 +1,17 @@
-"""Pair re-split local search on one layer's packing, in exact integer units (counts kept).
+"""Local search on one layer's placement: pair re-splits (counts kept) and count moves.
 
-Repeatedly take the most loaded GPU, pool its S replicas with those of another GPU (of the
+Pair re-splits, in exact integer units: repeatedly take the most loaded GPU, pool its S replicas with those of another GPU (of the
 same node, if asked, so that the hierarchy is kept) and split the 2S replicas again, S
 each, as evenly as possible; the partner whose best split gives the lowest larger half wins.
 A move is made only when that half is below the old maximum, so the sorted load vector
 falls with every move and the search ends. A single swap is one such re-split, so this
 finds at least what swap search finds. Where C(2S-1, S-1) splits per pair are too many,
 only single swaps are tried.
+
+Count moves (`improve_placement`): one replica changes expert, from an expert with the
+lightest replicas among those with two or more to one with the heaviest (in that order of
+trial), the slot staying where it is, then re-splits; the first move whose result the
+checker scores below the best so far is kept, until none is or time runs out.
 """
 
 from __future__ import annotations
@@ -20,9 +25,54 @@ from numba import njit
 
 from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
+from eplbench.solvers.incumbent import layer_max_load
 
 # the most splits of one pair of GPUs tried in full (C(2S-1, S-1): 24,310 for S = 9)
 MAX_SPLITS = 50_000
+
+
+def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
+                      within_nodes: bool, time_limit: float = 1.0) -> np.ndarray:
+    """[P] a placement no worse than `phy2log` ([P]) after re-splits and count moves;
+    weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
+    hierarchical placement stays hierarchical); time_limit: seconds in all."""
+    deadline = time.perf_counter() + time_limit
+    best = improve_by_resplits(weight, phy2log, topology, within_nodes, time_limit)
+    best_load = layer_max_load(weight, best, topology)
+    while time.perf_counter() < deadline:
+        for candidate in _count_moves(weight, best, topology, within_nodes):
+            candidate = improve_by_resplits(weight, candidate, topology, within_nodes,
+                                            max(0.0, deadline - time.perf_counter()))
+            load = layer_max_load(weight, candidate, topology)
+            if load < best_load:
+                best, best_load = candidate, load
+                break
+            if time.perf_counter() >= deadline:
+                return best
+        else:
+            return best
+    return best
+
+
+def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
+                 within_nodes: bool):
+    """Placements ([P]) with one slot of a donor expert given to a taker expert: donors with
+    two or more replicas, lightest replica first; takers heaviest replica first (under
+    within_nodes, only experts already on the slot's node)."""
+    counts = np.bincount(phy2log, minlength=len(weight))
+    replica = weight / np.maximum(counts, 1)
+    takers = np.argsort(-replica, kind="stable")
+    node_of_slot = np.arange(len(phy2log)) // topology.slots_per_node
+    for donor in np.argsort(replica, kind="stable"):
+        if counts[donor] < 2:
+            continue
+        slot = int(np.flatnonzero(phy2log == donor)[0])
+        on_node = set(phy2log[node_of_slot == node_of_slot[slot]].tolist())
+        for taker in takers:
+            if taker != donor and (not within_nodes or int(taker) in on_node):
+                moved = phy2log.copy()
+                moved[slot] = taker
+                yield moved
 
 
 def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
