@@ -105,9 +105,9 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, deadline, cache)
         result = solve_global(sub, node_topology, start, deadline, cutoff)
     except EnumerationTooLarge:
         seconds = min(NODE_LOCAL_SEARCH, max(0.0, deadline - time.perf_counter()))
-        placement = improve_placement(sub, start, node_topology, False, seconds)
-        upper = layer_max_load(sub, placement, node_topology)
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
+        placement = improve_placement(sub, start, node_topology, False, seconds, True, lower)
+        upper = layer_max_load(sub, placement, node_topology)
         result = (placement, upper, min(lower, upper))
     cache[key] = result
     return result

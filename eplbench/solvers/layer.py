@@ -8,7 +8,7 @@ import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound, node_mean_bound
-from eplbench.solvers.completion import solve_global
+from eplbench.solvers.completion import MAX_GPUS, solve_global
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
                                           solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
@@ -19,8 +19,10 @@ from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 
 # share of the time limit the enumeration gets before the joint model takes over
 ENUM_SHARE = 0.5
-# share of the time limit the re-split local search gets on the starting placements
+# share of the time limit local search (re-splits, count moves) on the starting placements
+# gets: at most (it stops at a local optimum), and on problems beyond the completion search
 LOCAL_SEARCH_SHARE = 0.2
+LARGE_LOCAL_SEARCH_SHARE = 0.5
 
 
 def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: str,
@@ -34,14 +36,14 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     start = time.perf_counter()
     deadline = start + time_limit
     weight = np.asarray(weight, dtype=np.int64)
-    if incumbent is None:
-        incumbent = best_start(weight, topology, policy, LOCAL_SEARCH_SHARE * time_limit)
-    phy2log = incumbent
-    upper = layer_max_load(weight, phy2log, topology, policy)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
     if policy is Policy.HIERARCHICAL:
         lower, source = max((lower, source), (hierarchy_bound(weight, topology), "node_mean"),
                             key=lambda item: item[0])
+    if incumbent is None:
+        incumbent = best_start(weight, topology, policy, time_limit, lower)
+    phy2log = incumbent
+    upper = layer_max_load(weight, phy2log, topology, policy)
     lower = min(lower, upper)
     params = {"time_limit": time_limit, "workers": workers, "seed": seed, "method": method}
     solver_name = "enum" if method == "enum" else backend_class.name
@@ -73,17 +75,24 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
                        solver_name, params, backend_class.version, source)
 
 
-def best_start(weight: np.ndarray, topology: Topology, policy: Policy,
-               time_limit: float) -> np.ndarray:
-    """[P] the best DeepSeek placement after local search (`time_limit` seconds in
-    all); under the global policy DeepSeek's hierarchical placement (other counts, also
-    valid) is tried too."""
+def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limit: float,
+               lower) -> np.ndarray:
+    """[P] the best DeepSeek placement after local search; under the global policy
+    DeepSeek's hierarchical placement (other counts, also valid) is tried too.
+
+    Where the completion search takes the problem, local search stops at a local optimum
+    within LOCAL_SEARCH_SHARE of `time_limit`; beyond it, local search is the main search
+    and goes on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets
+    `lower` (a lower bound, tokens)."""
+    large = topology.num_gpus > MAX_GPUS and topology.slots_per_gpu > 2
+    seconds = (LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE) * time_limit
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
         policies.append(Policy.HIERARCHICAL)
     within_nodes = policy is Policy.HIERARCHICAL
     starts = [improve_placement(weight, deepseek_placement(weight, topology, p), topology,
-                                  within_nodes, time_limit / len(policies)) for p in policies]
+                                within_nodes, seconds / len(policies), large, lower)
+              for p in policies]
     return min(starts, key=lambda start: layer_max_load(weight, start, topology))
 
 

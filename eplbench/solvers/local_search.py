@@ -10,8 +10,9 @@ only single swaps are tried.
 
 Count moves (`improve_placement`): one replica changes expert, from an expert with the
 lightest replicas among those with two or more to one with the heaviest (in that order of
-trial), the slot staying where it is, then re-splits; the first move whose result the
-checker scores below the best so far is kept, until none is or time runs out.
+trial, MOVE_CHOICES of each), the slot staying where it is, then re-splits; the first
+move whose result the checker scores below the best so far is kept, until none is or time
+runs out. With kicks, random count moves restart that descent (iterated local search).
 """
 
 from __future__ import annotations
@@ -29,50 +30,98 @@ from eplbench.solvers.incumbent import layer_max_load
 
 # the most splits of one pair of GPUs tried in full (C(2S-1, S-1): 24,310 for S = 9)
 MAX_SPLITS = 50_000
+# donors, and takers per donor, that one round of count moves tries
+MOVE_CHOICES = 8
 
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                      within_nodes: bool, time_limit: float = 1.0) -> np.ndarray:
+                      within_nodes: bool, time_limit: float = 1.0, kicks: bool = False,
+                      enough=None) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]) after re-splits and count moves;
     weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
-    hierarchical placement stays hierarchical); time_limit: seconds in all."""
+    hierarchical placement stays hierarchical); time_limit: seconds in all.
+
+    kicks: at a local optimum, go on until the time limit from random count moves of the
+    best placement (iterated local search, seeded: the same calls give the same kicks),
+    or until the load is at most `enough` (tokens, e.g. a lower bound)."""
     deadline = time.perf_counter() + time_limit
-    best = improve_by_resplits(weight, phy2log, topology, within_nodes, time_limit)
+    best = _descend(weight, phy2log, topology, within_nodes, deadline)
     best_load = layer_max_load(weight, best, topology)
-    while time.perf_counter() < deadline:
+    random = np.random.default_rng(0)
+    while kicks and time.perf_counter() < deadline and (enough is None or best_load > enough):
+        kicked = _random_count_move(best, topology, within_nodes, random)
+        kicked = _descend(weight, kicked, topology, within_nodes, deadline)
+        load = layer_max_load(weight, kicked, topology)
+        if load < best_load:
+            best, best_load = kicked, load
+    return best
+
+
+def _descend(weight, phy2log, topology, within_nodes, deadline) -> np.ndarray:
+    """Re-splits, then the first improving count move (re-split) while there is one."""
+    best = improve_by_resplits(weight, phy2log, topology, within_nodes,
+                               max(0.0, deadline - time.perf_counter()))
+    best_load = layer_max_load(weight, best, topology)
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
         for candidate in _count_moves(weight, best, topology, within_nodes):
             candidate = improve_by_resplits(weight, candidate, topology, within_nodes,
                                             max(0.0, deadline - time.perf_counter()))
             load = layer_max_load(weight, candidate, topology)
             if load < best_load:
-                best, best_load = candidate, load
+                best, best_load, improved = candidate, load, True
                 break
             if time.perf_counter() >= deadline:
-                return best
-        else:
-            return best
+                break
     return best
 
 
 def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
                  within_nodes: bool):
-    """Placements ([P]) with one slot of a donor expert given to a taker expert: donors with
-    two or more replicas, lightest replica first; takers heaviest replica first (under
-    within_nodes, only experts already on the slot's node)."""
+    """Placements ([P]) with one slot of a donor expert given to a taker expert: the
+    MOVE_CHOICES donors with two or more replicas, lightest replica first, each with the
+    MOVE_CHOICES takers with the heaviest replicas (under within_nodes, only experts already
+    on the slot's node)."""
     counts = np.bincount(phy2log, minlength=len(weight))
     replica = weight / np.maximum(counts, 1)
     takers = np.argsort(-replica, kind="stable")
-    node_of_slot = np.arange(len(phy2log)) // topology.slots_per_node
-    for donor in np.argsort(replica, kind="stable"):
-        if counts[donor] < 2:
-            continue
+    donors = [d for d in np.argsort(replica, kind="stable") if counts[d] >= 2]
+    for donor in donors[:MOVE_CHOICES]:
         slot = int(np.flatnonzero(phy2log == donor)[0])
-        on_node = set(phy2log[node_of_slot == node_of_slot[slot]].tolist())
-        for taker in takers:
-            if taker != donor and (not within_nodes or int(taker) in on_node):
-                moved = phy2log.copy()
-                moved[slot] = taker
-                yield moved
+        allowed = _takers_for(phy2log, slot, topology, within_nodes)
+        chosen = [t for t in takers if t != donor and (allowed is None or int(t) in allowed)]
+        for taker in chosen[:MOVE_CHOICES]:
+            moved = phy2log.copy()
+            moved[slot] = taker
+            yield moved
+
+
+def _random_count_move(phy2log: np.ndarray, topology: Topology, within_nodes: bool,
+                       random: np.random.Generator) -> np.ndarray:
+    """[P] phy2log with one random slot of an expert with two or more replicas given to a
+    random other expert (under within_nodes, one already on the slot's node)."""
+    counts = np.bincount(phy2log)
+    slots = np.flatnonzero(counts[phy2log] >= 2)
+    if len(slots) == 0:
+        return phy2log
+    slot = int(random.choice(slots))
+    allowed = _takers_for(phy2log, slot, topology, within_nodes)
+    pool = sorted(allowed) if allowed is not None else range(len(counts))
+    takers = [t for t in pool if t != phy2log[slot]]
+    moved = phy2log.copy()
+    moved[slot] = random.choice(takers)
+    return moved
+
+
+def _takers_for(phy2log, slot: int, topology: Topology, within_nodes: bool):
+    """The experts a slot may be given to: those already on its node (within_nodes), or
+    None for any expert."""
+    if not within_nodes:
+        return None
+    node = slot // topology.slots_per_node
+    per_node = topology.slots_per_node
+    return set(phy2log[node * per_node:(node + 1) * per_node].tolist())
 
 
 def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
