@@ -31,6 +31,8 @@ ENTER, NEXT, BACK = 0, 1, 2  # the search loop's modes: open a position, try its
 KEY_GPUS = 8
 MAX_SLOTS_PER_GPU = 63
 KEY_TYPE = types.UniTuple(types.int64, KEY_GPUS + 1)
+# the most entries of the table of pair sums of replica loads (one row per depth)
+MAX_PAIR_TABLE = 2_000_000
 # search nodes between two clock readings
 CHECK_EVERY = 1 << 16
 # the most states remembered (about 100 bytes each); beyond, new failures are not kept
@@ -70,9 +72,12 @@ def _key(depth, loads, used):
 
 
 @njit(cache=True)
-def _fillable(depth, loads, used, load, rest, cap, slots) -> bool:
+def _fillable(depth, loads, used, load, rest, cap, slots, pieces, piece_count, pairs,
+              pair_count) -> bool:
     """The open GPUs' room covers the load left, and each open GPU can be filled to within
-    the total spare room by its free slots taking the largest experts left, one each."""
+    the total spare room: by its free slots taking the largest experts left, one each, and,
+    with one to three free slots, by as many replica loads the experts left can have
+    (pieces[depth, :piece_count[depth]], and their pair sums in pairs, sorted)."""
     num_experts = load.shape[0]
     spare = -rest[depth]
     for i in range(loads.shape[0]):
@@ -80,16 +85,53 @@ def _fillable(depth, loads, used, load, rest, cap, slots) -> bool:
             spare += cap - loads[i]
     if spare < 0:
         return False
+    values = pieces[depth, :piece_count[depth]]
     for i in range(loads.shape[0]):
-        if used[i] < slots:
-            last = min(num_experts, depth + slots - used[i])
-            if rest[depth] - rest[last] < cap - loads[i] - spare:
-                return False
+        free = slots - used[i]
+        if free == 0:
+            continue
+        high = cap - loads[i]
+        if rest[depth] - rest[min(num_experts, depth + free)] < high - spare:
+            return False
+        if free <= 2 and not _reachable(values, free, high - spare, high):
+            return False
+        if free == 3 and pair_count[depth] > 0 and not _reachable_by_three(
+                values, pairs[depth, :pair_count[depth]], high - spare, high):
+            return False
     return True
 
 
 @njit(cache=True)
-def _count_range(d, load, rest, cap, slots, loads, used):
+def _reachable_by_three(values, pair_sums, low, high) -> bool:
+    """Whether one of the sorted values plus one of the sorted pair sums lies in [low, high]."""
+    for value in values:
+        k = np.searchsorted(pair_sums, low - value)
+        if k < pair_sums.shape[0] and pair_sums[k] <= high - value:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _reachable(values, number, low, high) -> bool:
+    """Whether `number` (1 or 2) of the sorted values, repeats allowed, sum into [low, high]."""
+    if number == 1:
+        k = np.searchsorted(values, low)
+        return k < values.shape[0] and values[k] <= high
+    a, b = 0, values.shape[0] - 1
+    while a <= b:
+        total = values[a] + values[b]
+        if total < low:
+            a += 1
+        elif total > high:
+            b -= 1
+        else:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _count_range(d, load, rest, cap, slots, loads, used, pieces, piece_count, pairs,
+                 pair_count):
     """(low, high): the replica counts expert d may take on row d's state (low > high
     when the state is infeasible)."""
     num_experts, num_gpus = load.shape[0], loads.shape[0]
@@ -108,15 +150,16 @@ def _count_range(d, load, rest, cap, slots, loads, used):
         needed_total += need
         if e == d:
             needed_here = need
-    if needed_total > free or not _fillable(d, loads, used, load, rest, cap, slots):
+    if needed_total > free or not _fillable(d, loads, used, load, rest, cap, slots, pieces,
+                                                 piece_count, pairs, pair_count):
         return 1, 0
     high = free - (needed_total - needed_here)
     return (free if d == num_experts - 1 else needed_here), high
 
 
 @njit(cache=True)
-def _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, work,
-            deadline):
+def _search(load, rest, pieces, piece_count, pairs, pair_count, cap, slots, gpu_load,
+            gpu_used, gpu_id, placed, failed, work, deadline):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -146,7 +189,8 @@ def _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, 
                     mode = BACK
                     continue
                 low, count_high[d] = _count_range(d, load, rest, cap, slots, gpu_load[d],
-                                                  gpu_used[d])
+                                                  gpu_used[d], pieces, piece_count, pairs,
+                                                  pair_count)
                 count[d] = low - 1
             elif (left[d, i] > takes_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
@@ -248,9 +292,42 @@ def search(load: np.ndarray, cap: int, num_gpus: int, slots: int, failed, deadli
     gpu_id[0] = np.arange(num_gpus)
     placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
     work = np.zeros(2, dtype=np.int64)
-    status = _search(load, rest, cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, work,
-                     deadline)
+    pieces, piece_count = _replica_loads(load, num_gpus * slots - num_experts + 1)
+    pairs, pair_count = _pair_sums(pieces, piece_count)
+    status = _search(load, rest, pieces, piece_count, pairs, pair_count, cap, slots, gpu_load,
+                     gpu_used, gpu_id, placed, failed, work, deadline)
     return status, placed, int(work[0])
+
+
+def _replica_loads(load: np.ndarray, most: int):
+    """(pieces [E + 1, K], piece_count [E + 1]): row d holds, sorted and without repeats,
+    every replica load load[e] // c of experts e >= d with c <= most replicas."""
+    num_experts = load.shape[0]
+    rows = [np.unique(np.concatenate([load[d:] // c for c in range(1, most + 1)]))
+            for d in range(num_experts)] + [np.zeros(0, dtype=np.int64)]
+    pieces = np.zeros((num_experts + 1, max(1, max(len(row) for row in rows))), dtype=np.int64)
+    piece_count = np.array([len(row) for row in rows], dtype=np.int64)
+    for d, row in enumerate(rows):
+        pieces[d, :len(row)] = row
+    return pieces, piece_count
+
+
+def _pair_sums(pieces: np.ndarray, piece_count: np.ndarray):
+    """(pairs [E + 1, K2], pair_count [E + 1]): row d, sorted and without repeats, every sum
+    of two of row d's replica loads (repeats allowed); rows are left empty (count 0, no
+    check) where the table would pass MAX_PAIR_TABLE entries."""
+    rows = len(piece_count)
+    if int(np.sum(piece_count.astype(np.int64) ** 2)) > MAX_PAIR_TABLE:
+        return np.zeros((rows, 1), dtype=np.int64), np.zeros(rows, dtype=np.int64)
+    sums = []
+    for d in range(rows):
+        values = pieces[d, :piece_count[d]]
+        upper = np.triu_indices(len(values))
+        sums.append(np.unique(values[upper[0]] + values[upper[1]]))
+    pairs = np.zeros((rows, max(1, max(len(row) for row in sums))), dtype=np.int64)
+    for d, row in enumerate(sums):
+        pairs[d, :len(row)] = row
+    return pairs, np.array([len(row) for row in sums], dtype=np.int64)
 
 
 def warm_up() -> None:
