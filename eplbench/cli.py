@@ -3,6 +3,7 @@ failed (an invalid placement), 2 bad input (one line on stderr, no traceback).""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -522,11 +523,14 @@ def bench(heuristics, baseline, repeats):
               help="Reference file to write or merge into. Default: SET/reference.json for "
                    "a set folder, else ./SET.reference.json. Rewritten as each instance "
                    "finishes; layers it already settles are not solved again.")
-def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
+@click.option("--again", is_flag=True,
+              help="Solve layers the file already settles too, except certified ones (after "
+                   "a solver improves); merging still keeps the best bounds.")
+def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again):
     """Solve every layer of a set exactly and write / merge its reference values (SPEC 6).
 
     A layer counts as settled, and is skipped, when the file already has it certified
-    optimal or solved by the same solver with at least this time limit."""
+    optimal or (unless --again) solved by the same solver with at least this time limit."""
     from functools import partial
 
     from eplbench.executors import run_units
@@ -545,7 +549,8 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out):
     known = merge(previous)
     units = [(instance, policy) for instance in instances
              for policy in policies_for(instance, policy_list)]
-    todo = [unit for unit in units if not settled(known, *unit, solver, time_limit)]
+    todo = [unit for unit in units
+            if not settled(known, *unit, solver, math.inf if again else time_limit)]
     solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=workers,
                          origin=out.name)
     entries = []

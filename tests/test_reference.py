@@ -81,3 +81,28 @@ def test_solve_resumes_and_parallel_solves_agree(tmp_path):
                                       "--out", str(tmp_path / "reference-2.json")])
     assert "6 instance-policies were settled already" in again.output
     assert (tmp_path / "reference-2.json").read_text() == before
+
+
+def test_solve_again_resolves_what_is_not_certified(tmp_path):
+    """After a solve with no time (nothing proven beyond the no-search bounds), a second
+    solve with the same limit skips every instance; with --again it skips only those whose
+    layers are all certified."""
+    from click.testing import CliRunner
+
+    from eplbench.cli import main
+    from eplbench.instances import load_instances, save_set
+
+    folder = save_set(tmp_path / "set", "t", load_instances("tiny")[:3])
+    out = tmp_path / "reference.json"
+    command = ["solve", str(folder), "--policy", "global", "--time-limit", "0", "--out", str(out)]
+    assert CliRunner().invoke(main, command).exit_code == 0
+    entries = read_reference(out)
+    certified = {e.instance for e in entries} - {e.instance for e in entries
+                                                 if e.status != "OPTIMAL"}
+    assert len(certified) < 3, "some tiny layer needs search"
+    assert "3 instance-policies were settled already" in CliRunner().invoke(main, command).output
+    again = CliRunner().invoke(main, command + ["--again"])
+    assert again.exit_code == 0, again.output
+    assert "3 instance-policies were settled" not in again.output
+    if certified:
+        assert f"{len(certified)} instance-policies were settled already" in again.output
