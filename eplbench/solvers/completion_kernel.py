@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from eplbench.solvers.numba_clock import clock
+
 FOUND, NONE, TIMEOUT = 1, 0, -1
 ENTER, NEXT, BACK = 0, 1, 2  # the search loop's modes: open a position, try its next option, leave it
 # the most GPUs a state key holds (loads padded with zeros); replicas per GPU take 6 bits
@@ -45,17 +47,10 @@ def new_failed_map():
 
 
 @njit(cache=True)
-def _clock() -> float:
-    with numba.objmode(now="float64"):
-        now = time.perf_counter()
-    return now
-
-
-@njit(cache=True)
 def _tick(work, deadline) -> bool:
     """Count one node; True (and work[1] = 1) once the deadline has passed."""
     work[0] += 1
-    if work[0] % CHECK_EVERY == 0 and _clock() >= deadline:
+    if work[0] % CHECK_EVERY == 0 and clock() >= deadline:
         work[1] = 1
     return work[1] == 1
 

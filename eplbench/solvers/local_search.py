@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import time
 
-import numba
 import numpy as np
 from numba import njit
 
 from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
 from eplbench.solvers.incumbent import layer_max_load
+from eplbench.solvers.numba_clock import clock
 
 # the most splits of one pair of GPUs tried in full (C(2S-1, S-1): 24,310 for S = 9)
 MAX_SPLITS = 50_000
@@ -155,7 +155,7 @@ def _resplit_loop(item, experts, per_node, full, deadline):
     pool = np.empty(2 * slots, dtype=np.int64)
     mask = np.empty(2 * slots, dtype=np.bool_)
     best_mask = np.empty(2 * slots, dtype=np.bool_)
-    while _clock() < deadline:
+    while clock() < deadline:
         top = np.argmax(load)
         best_high, partner = load[top], -1
         first = top // per_node * per_node
@@ -182,16 +182,9 @@ def _even_out_pairs(item, experts, load, per_node, full, pool, mask, deadline):
             if _best_split(item, a, b, pool, full, mask) < max(load[a], load[b]):
                 _apply_split(item, experts, load, a, b, mask)
                 changed = True
-        if _clock() >= deadline:
+        if clock() >= deadline:
             break
     return changed
-
-
-@njit(cache=True)
-def _clock() -> float:
-    with numba.objmode(now="float64"):
-        now = time.perf_counter()
-    return now
 
 
 @njit(cache=True)
