@@ -28,7 +28,8 @@ from numba import njit, types
 from eplbench.solvers.numba_clock import clock
 
 FOUND, NONE, TIMEOUT = 1, 0, -1
-ENTER, NEXT, BACK = 0, 1, 2  # the search loop's modes: open a position, try its next option, leave it
+# the search loop's modes: open a position, try its next option, leave it
+ENTER, NEXT, BACK = 0, 1, 2
 # the most GPUs a state key holds (loads padded with zeros); replicas per GPU take 6 bits
 KEY_GPUS = 8
 MAX_SLOTS_PER_GPU = 63

@@ -6,8 +6,9 @@ an independent global problem (`completion.solve_global`, asked only about value
 best so far). An assignment's value is its worst node; node problems are cached by their set
 of groups; the search stops at the first bound that reaches the incumbent U.
 
-A node with more GPUs than the completion search takes gets local search (`local_search.improve_placement`) instead
-(its ub is then a placement's load and its lb the node's count-free bound). Where the
+A node with more GPUs than the completion search takes gets local search instead
+(`local_search.improve_placement`, with kicks): its ub is then a placement's load and its
+lb the node's count-free bound. Where the
 assignments are too many, `EnumerationTooLarge` says so and the caller falls back to the
 joint model.
 """
