@@ -4,9 +4,9 @@ Pair re-splits, in exact integer units: repeatedly take the most loaded GPU, poo
 replicas with those of another GPU (of the same node, if asked, so that the hierarchy is
 kept) and split the 2S replicas again, S each, as evenly as possible; the partner whose
 best split gives the lowest larger half wins. A move is made only when that half is below
-the old maximum, so the sorted load vector falls with every move and the search ends. A single swap is one such re-split, so this
-finds at least what swap search finds. Where C(2S-1, S-1) splits per pair are too many,
-only single swaps are tried.
+the old maximum, so the sorted load vector falls with every move and the search ends. A
+single swap is one such re-split, so this finds at least what swap search finds. Where
+C(2S-1, S-1) splits per pair are too many, only single swaps are tried.
 
 Count moves (`improve_placement`): one replica changes expert, from an expert with the
 lightest replicas among those with two or more to one with the heaviest (in that order of
