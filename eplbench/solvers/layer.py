@@ -78,7 +78,8 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
 def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limit: float,
                lower) -> np.ndarray:
     """[P] the best DeepSeek placement after local search; under the global policy
-    DeepSeek's hierarchical placement (other counts, also valid) is tried too.
+    DeepSeek's hierarchical placement (other counts, also valid) is tried too, unless the
+    first already meets `lower`.
 
     Where the completion search takes the problem, local search stops at a local optimum
     within LOCAL_SEARCH_SHARE of `time_limit`; beyond it, local search is the main search
@@ -90,10 +91,16 @@ def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limi
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
         policies.append(Policy.HIERARCHICAL)
     within_nodes = policy is Policy.HIERARCHICAL
-    starts = [improve_placement(weight, deepseek_placement(weight, topology, p), topology,
-                                within_nodes, seconds / len(policies), large, lower)
-              for p in policies]
-    return min(starts, key=lambda start: layer_max_load(weight, start, topology))
+    best, best_load = None, None
+    for start_policy in policies:
+        start = improve_placement(weight, deepseek_placement(weight, topology, start_policy),
+                                  topology, within_nodes, seconds / len(policies), large, lower)
+        load = layer_max_load(weight, start, topology)
+        if best is None or load < best_load:
+            best, best_load = start, load
+        if best_load <= lower:
+            break
+    return best
 
 
 def hierarchy_bound(weight: np.ndarray, topology: Topology):

@@ -45,24 +45,25 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     best placement (iterated local search, seeded: the same calls give the same kicks),
     or until the load is at most `enough` (tokens, e.g. a lower bound)."""
     deadline = time.perf_counter() + time_limit
-    best = _descend(weight, phy2log, topology, within_nodes, deadline)
+    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough)
     best_load = layer_max_load(weight, best, topology)
     random = np.random.default_rng(0)
     while kicks and time.perf_counter() < deadline and (enough is None or best_load > enough):
         kicked = _random_count_move(best, topology, within_nodes, random)
-        kicked = _descend(weight, kicked, topology, within_nodes, deadline)
+        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough)
         load = layer_max_load(weight, kicked, topology)
         if load < best_load:
             best, best_load = kicked, load
     return best
 
 
-def _descend(weight, phy2log, topology, within_nodes, deadline) -> np.ndarray:
-    """Re-splits, then the first improving count move (re-split) while there is one."""
+def _descend(weight, phy2log, topology, within_nodes, deadline, enough) -> np.ndarray:
+    """Re-splits, then the first improving count move (re-split) while there is one and
+    the load is above `enough` (None: no such stop)."""
     best = improve_by_resplits(weight, phy2log, topology, within_nodes,
                                max(0.0, deadline - time.perf_counter()))
     best_load = layer_max_load(weight, best, topology)
-    improved = True
+    improved = enough is None or best_load > enough
     while improved and time.perf_counter() < deadline:
         improved = False
         for candidate in _count_moves(weight, best, topology, within_nodes):
@@ -70,7 +71,8 @@ def _descend(weight, phy2log, topology, within_nodes, deadline) -> np.ndarray:
                                             max(0.0, deadline - time.perf_counter()))
             load = layer_max_load(weight, candidate, topology)
             if load < best_load:
-                best, best_load, improved = candidate, load, True
+                best, best_load = candidate, load
+                improved = enough is None or best_load > enough
                 break
             if time.perf_counter() >= deadline:
                 break
