@@ -63,6 +63,7 @@ class Completion:
         self.order = np.argsort(-np.asarray(weight), kind="stable")
         self.load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
         if (int(np.sum(weight)) * self.scale >= 2**62 or self.num_gpus > kernel.KEY_GPUS
+                or len(weight) >= 2**14
                 or self.slots > kernel.MAX_SLOTS_PER_GPU):
             raise EnumerationTooLarge("loads or GPUs beyond the compiled search's int64 keys")
         self.deadline = deadline

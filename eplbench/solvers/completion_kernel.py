@@ -31,6 +31,7 @@ FOUND, NONE, TIMEOUT = 1, 0, -1
 # the search loop's modes: open a position, try its next option, leave it
 ENTER, NEXT, BACK = 0, 1, 2
 # the most GPUs a state key holds (loads padded with zeros); replicas per GPU take 6 bits
+# (with the depth, under 2**14 experts, in one int64)
 KEY_GPUS = 8
 MAX_SLOTS_PER_GPU = 63
 KEY_TYPE = types.UniTuple(types.int64, KEY_GPUS + 1)
