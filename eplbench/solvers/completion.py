@@ -58,14 +58,13 @@ class Completion:
 
     def __init__(self, weight, topology: Topology, deadline: float):
         self.num_gpus = topology.num_gpus
-        self.slots = topology.slots_per_gpu
         self.scale = count_scale(len(weight), topology.num_replicas)
-        self.order = np.argsort(-np.asarray(weight), kind="stable")
-        self.load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
         if (int(np.sum(weight)) * self.scale >= 2**62 or self.num_gpus > kernel.KEY_GPUS
-                or len(weight) >= 2**14
-                or self.slots > kernel.MAX_SLOTS_PER_GPU):
+                or len(weight) >= 2**14 or topology.slots_per_gpu > kernel.MAX_SLOTS_PER_GPU):
             raise EnumerationTooLarge("loads or GPUs beyond the compiled search's int64 keys")
+        self.order = np.argsort(-np.asarray(weight), kind="stable")
+        load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
+        self.tables = kernel.prepare(load, self.num_gpus, topology.slots_per_gpu)
         self.deadline = deadline
         self.failed = kernel.new_failed_map()
         self.nodes = 0
@@ -75,8 +74,7 @@ class Completion:
         when there is none. Raises SearchTimeout at the deadline."""
         if cap < 0:
             return None
-        status, placed, nodes = kernel.search(self.load, cap, self.num_gpus, self.slots,
-                                              self.failed, self.deadline)
+        status, placed, nodes = kernel.search(self.tables, cap, self.failed, self.deadline)
         self.nodes += nodes
         if status == kernel.TIMEOUT:
             raise SearchTimeout

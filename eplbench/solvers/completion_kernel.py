@@ -20,6 +20,7 @@ at most MAX_FAILED states (memory), which costs repeated work, never a wrong ans
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -275,24 +276,46 @@ def _next_state(d, replica, gpu_load, gpu_used, gpu_id, placed):
         gpu_id[d + 1, j] = gpu
 
 
-def search(load: np.ndarray, cap: int, num_gpus: int, slots: int, failed, deadline: float):
-    """(status, placed [E, G] replicas of the d-th heaviest expert on each GPU, nodes).
+class SearchTables(NamedTuple):
+    """What every search on one problem shares, whatever the cap (built once by `prepare`).
 
-    load: [E] int64 scaled loads in non-increasing order; failed: `new_failed_map()`,
-    kept between calls on the same problem."""
+    load: [E] int64 scaled loads, non-increasing; rest: [E + 1] load of experts d.. on;
+    pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`."""
+
+    load: np.ndarray
+    rest: np.ndarray
+    pieces: np.ndarray
+    piece_count: np.ndarray
+    pairs: np.ndarray
+    pair_count: np.ndarray
+    num_gpus: int
+    slots: int
+
+
+def prepare(load: np.ndarray, num_gpus: int, slots: int) -> SearchTables:
+    """The tables for `search` on one problem (load: [E] int64 scaled, non-increasing)."""
     num_experts = load.shape[0]
     rest = np.zeros(num_experts + 1, dtype=np.int64)
     rest[:-1] = np.cumsum(load[::-1])[::-1]
+    pieces, piece_count = _replica_loads(load, num_gpus * slots - num_experts + 1)
+    pairs, pair_count = _pair_sums(pieces, piece_count)
+    return SearchTables(load, rest, pieces, piece_count, pairs, pair_count, num_gpus, slots)
+
+
+def search(tables: SearchTables, cap: int, failed, deadline: float):
+    """(status, placed [E, G] replicas of the d-th heaviest expert on each GPU, nodes).
+
+    failed: `new_failed_map()`, kept between calls on the same problem."""
+    num_experts, num_gpus = tables.load.shape[0], tables.num_gpus
     gpu_load = np.zeros((num_experts + 1, num_gpus), dtype=np.int64)
     gpu_used = np.zeros_like(gpu_load)
     gpu_id = np.zeros_like(gpu_load)
     gpu_id[0] = np.arange(num_gpus)
     placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
     work = np.zeros(2, dtype=np.int64)
-    pieces, piece_count = _replica_loads(load, num_gpus * slots - num_experts + 1)
-    pairs, pair_count = _pair_sums(pieces, piece_count)
-    status = _search(load, rest, pieces, piece_count, pairs, pair_count, cap, slots, gpu_load,
-                     gpu_used, gpu_id, placed, failed, work, deadline)
+    status = _search(tables.load, tables.rest, tables.pieces, tables.piece_count, tables.pairs,
+                     tables.pair_count, cap, tables.slots, gpu_load, gpu_used, gpu_id, placed,
+                     failed, work, deadline)
     return status, placed, int(work[0])
 
 
@@ -330,4 +353,5 @@ def _pair_sums(pieces: np.ndarray, piece_count: np.ndarray):
 def warm_up() -> None:
     """Compile (or load from numba's cache) the search with a trivial call, so that the
     one-off cost per process is not counted in the first layer's solve time."""
-    search(np.array([2, 1], dtype=np.int64), 2, 2, 1, new_failed_map(), time.perf_counter() + 60)
+    search(prepare(np.array([2, 1], dtype=np.int64), 2, 1), 2, new_failed_map(),
+           time.perf_counter() + 60)
