@@ -582,6 +582,8 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again)
 def solve_bench(sets, solver, policy, time_limit, workers, jobs):
     """Per set: share of layers certified optimal, median and max time to certify, median
     and max final gap (ub - lb) / ub."""
+    from functools import partial
+
     from eplbench.executors import run_units
     from eplbench.instances import load_instances
     from eplbench.reference import policies_for
@@ -591,8 +593,6 @@ def solve_bench(sets, solver, policy, time_limit, workers, jobs):
     for column in ["set", "layers", "certified", "median s to certify", "max s to certify",
                    "median gap", "max gap"]:
         table.add_column(column, justify="right")
-    from functools import partial
-
     solve_one = partial(_solve_instance, policy=policy, solver=solver, time_limit=time_limit,
                         workers=workers)
     for name in _split(sets):

@@ -8,9 +8,8 @@ of groups; the search stops at the first bound that reaches the incumbent U.
 
 A node with more GPUs than the completion search takes gets local search instead
 (`local_search.improve_placement`, with kicks): its ub is then a placement's load and its
-lb the node's count-free bound. Where the
-assignments are too many, `EnumerationTooLarge` says so and the caller falls back to the
-joint model.
+lb the node's count-free bound. Where the assignments are too many, `EnumerationTooLarge`
+says so and the caller falls back to the joint model.
 """
 
 from __future__ import annotations

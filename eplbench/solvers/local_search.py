@@ -48,7 +48,7 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     best = _descend(weight, phy2log, topology, within_nodes, deadline, enough)
     best_load = layer_max_load(weight, best, topology)
     random = np.random.default_rng(0)
-    while kicks and time.perf_counter() < deadline and (enough is None or best_load > enough):
+    while kicks and time.perf_counter() < deadline and _above(best_load, enough):
         kicked = _random_count_move(best, topology, within_nodes, random)
         kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough)
         load = layer_max_load(weight, kicked, topology)
@@ -63,7 +63,7 @@ def _descend(weight, phy2log, topology, within_nodes, deadline, enough) -> np.nd
     best = improve_by_resplits(weight, phy2log, topology, within_nodes,
                                max(0.0, deadline - time.perf_counter()))
     best_load = layer_max_load(weight, best, topology)
-    improved = enough is None or best_load > enough
+    improved = _above(best_load, enough)
     while improved and time.perf_counter() < deadline:
         improved = False
         for candidate in _count_moves(weight, best, topology, within_nodes):
@@ -72,11 +72,16 @@ def _descend(weight, phy2log, topology, within_nodes, deadline, enough) -> np.nd
             load = layer_max_load(weight, candidate, topology)
             if load < best_load:
                 best, best_load = candidate, load
-                improved = enough is None or best_load > enough
+                improved = _above(best_load, enough)
                 break
             if time.perf_counter() >= deadline:
                 break
     return best
+
+
+def _above(load, enough) -> bool:
+    """Whether the search should go on: load above `enough` (None: always)."""
+    return enough is None or load > enough
 
 
 def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
