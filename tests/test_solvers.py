@@ -13,7 +13,7 @@ import eplbench as eb
 from eplbench.solvers import list_solvers, solve
 from eplbench.solvers.bounds import replica_bound
 
-from brute_force import optimum
+from brute_force import optimum, packings
 
 TINY = eb.load_instances("tiny")
 POLICIES = ["global", "hierarchical"]
@@ -193,3 +193,71 @@ def test_packing_stage_bounds_match_brute_force(policy):
             best = packing_optimum(row.tolist(), counts, topology.num_groups,
                                    topology.num_nodes, topology.num_gpus, policy)
             assert upper == lower == best <= loads[layer], (instance.id, layer)
+
+
+def _sub_optimum(weight, counts, here, slots):
+    """Brute force: the lowest max load over the GPUs holding the expert lists `here`
+    when experts with all their replicas here take any counts (>= 1) and the others keep
+    theirs (Fractions, tokens)."""
+    pool = [e for gpu in here for e in gpu]
+    free = sorted({e for e in pool if pool.count(e) == counts[e]})
+    fixed = [e for e in pool if e not in free]
+    best = None
+    spare = len(pool) - len(fixed) - len(free)
+    for extra in itertools.combinations_with_replacement(free, spare):
+        new = {e: 1 + extra.count(e) for e in free}
+        replicas = [Fraction(weight[e], new[e]) for e in free for _ in range(new[e])]
+        replicas += [Fraction(weight[e], counts[e]) for e in fixed]
+        for bins in packings(replicas, len(here), slots):
+            value = max(sum(b) for b in bins)
+            best = value if best is None else min(best, value)
+    return best
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(5, 9), st.data())
+def test_repacking_two_gpus_finds_their_best_packing(num_experts, data):
+    """With time to spare, re-packing GPUs 0 and 1 of a 3-GPU layer (S = 3) reaches the
+    brute-force best of that sub-problem (free experts re-counted, split ones kept), leaves
+    GPU 2 alone and keeps the placement valid."""
+    from eplbench.solvers.repack import _repack_gpus
+
+    topo = eb.Topology(9, 1, 1, 3)
+    weight = np.array(data.draw(st.lists(st.integers(1, 40), min_size=num_experts,
+                                         max_size=num_experts)), dtype=np.int64)
+    extra = data.draw(st.lists(st.integers(0, num_experts - 1), min_size=9 - num_experts,
+                               max_size=9 - num_experts))
+    phy2log = np.array(data.draw(st.permutations(list(range(num_experts)) + extra)),
+                       dtype=np.int64)
+    counts = np.bincount(phy2log, minlength=num_experts).tolist()
+    here = phy2log[:6].reshape(2, 3).tolist()
+    best = _sub_optimum(weight.tolist(), counts, here, 3)
+    moved = _repack_gpus(weight, phy2log, topo, [0, 1], Fraction(10**9),
+                         time.perf_counter() + 30)
+    eb.check(weight[None, :], moved[None, :], topo)  # raises if invalid
+    new = np.bincount(moved, minlength=num_experts)
+    loads = [sum(Fraction(int(weight[e]), int(new[e])) for e in gpu)
+             for gpu in moved.reshape(3, 3).tolist()]
+    assert max(loads[0], loads[1]) == best
+    assert moved[6:].tolist() == phy2log[6:].tolist()
+
+
+@pytest.mark.parametrize("within_nodes", [False, True])
+def test_repacks_never_worsen_and_keep_the_hierarchy(within_nodes):
+    """repack() from DeepSeek's placement never raises the maximum, lowers it somewhere,
+    and keeps every placement valid (and hierarchical when asked)."""
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.repack import repack
+
+    policy = eb.Policy("hierarchical" if within_nodes else "global")
+    lowered = 0
+    for instance in eb.load_instances("medium-cut")[:6]:
+        topo, row = instance.topology, instance.weight[0]
+        start = deepseek_placement(row, topo, policy)
+        moved = repack(row, start, topo, within_nodes, time.perf_counter() + 2)
+        before, after = (eb.check(instance.weight[:1], p[None, :], topo) for p in (start, moved))
+        assert after.max_load[0] <= before.max_load[0], instance.id
+        if within_nodes:
+            assert after.respects_hierarchy, instance.id
+        lowered += after.max_load[0] < before.max_load[0]
+    assert lowered > 0

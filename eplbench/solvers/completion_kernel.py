@@ -128,10 +128,10 @@ def _reachable(values, number, low, high) -> bool:
 
 
 @njit(cache=True)
-def _count_range(d, load, rest, cap, slots, loads, used, pieces, piece_count, pairs,
-                 pair_count):
-    """(low, high): the replica counts expert d may take on row d's state (low > high
-    when the state is infeasible)."""
+def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, pieces,
+                 piece_count, pairs, pair_count):
+    """(low, high): the replica counts expert d may take on row d's state, within
+    min_count[d]..max_count[d] (low > high when the state is infeasible)."""
     num_experts, num_gpus = load.shape[0], loads.shape[0]
     room = -1
     free = num_gpus * slots
@@ -141,23 +141,25 @@ def _count_range(d, load, rest, cap, slots, loads, used, pieces, piece_count, pa
             room = max(room, cap - loads[i])
     if room < 0 or (room == 0 and rest[d] > 0):
         return 1, 0
-    # the fewest replicas each expert left needs for one replica to fit the roomiest GPU
+    # the min_count replicas each expert left needs for one replica to fit the roomiest GPU
     needed_here, needed_total = 1, 0
     for e in range(d, num_experts):
-        need = 1 if room == 0 else max(1, -(-load[e] // room))
+        need = min_count[e] if room == 0 else max(min_count[e], -(-load[e] // room))
+        if need > max_count[e]:
+            return 1, 0
         needed_total += need
         if e == d:
             needed_here = need
     if needed_total > free or not _fillable(d, loads, used, load, rest, cap, slots, pieces,
                                                  piece_count, pairs, pair_count):
         return 1, 0
-    high = free - (needed_total - needed_here)
+    high = min(max_count[d], free - (needed_total - needed_here))
     return (free if d == num_experts - 1 else needed_here), high
 
 
 @njit(cache=True)
-def _search(load, rest, pieces, piece_count, pairs, pair_count, cap, slots, gpu_load,
-            gpu_used, gpu_id, placed, failed, work, deadline):
+def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_count, cap,
+            slots, gpu_load, gpu_used, gpu_id, placed, failed, work, deadline):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -186,9 +188,9 @@ def _search(load, rest, pieces, piece_count, pairs, pair_count, cap, slots, gpu_
                 if failed.get(_key(d, gpu_load[d], gpu_used[d]), -1) >= cap:
                     mode = BACK
                     continue
-                low, count_high[d] = _count_range(d, load, rest, cap, slots, gpu_load[d],
-                                                  gpu_used[d], pieces, piece_count, pairs,
-                                                  pair_count)
+                low, count_high[d] = _count_range(d, load, min_count, max_count, rest, cap, slots,
+                                                  gpu_load[d], gpu_used[d], pieces,
+                                                  piece_count, pairs, pair_count)
                 count[d] = low - 1
             elif (left[d, i] > takes_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
@@ -279,10 +281,13 @@ def _next_state(d, replica, gpu_load, gpu_used, gpu_id, placed):
 class SearchTables(NamedTuple):
     """What every search on one problem shares, whatever the cap (built once by `prepare`).
 
-    load: [E] int64 scaled loads, non-increasing; rest: [E + 1] load of experts d.. on;
+    load: [E] int64 scaled loads, non-increasing; min_count, max_count: [E] int64 the
+    replica counts each expert may have; rest: [E + 1] load of experts d.. on;
     pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`."""
 
     load: np.ndarray
+    min_count: np.ndarray
+    max_count: np.ndarray
     rest: np.ndarray
     pieces: np.ndarray
     piece_count: np.ndarray
@@ -292,14 +297,23 @@ class SearchTables(NamedTuple):
     slots: int
 
 
-def prepare(load: np.ndarray, num_gpus: int, slots: int) -> SearchTables:
-    """The tables for `search` on one problem (load: [E] int64 scaled, non-increasing)."""
+def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray | None = None,
+            max_count: np.ndarray | None = None) -> SearchTables:
+    """The tables for `search` on one problem. load: [E] int64 scaled, non-increasing;
+    min_count, max_count: [E] the replica counts each expert may have (default 1 and
+    G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each)."""
     num_experts = load.shape[0]
+    widest = num_gpus * slots - num_experts + 1
+    min_count = np.ones(num_experts, np.int64) if min_count is None else min_count
+    max_count = np.full(num_experts, widest) if max_count is None else max_count
+    min_count = np.asarray(min_count, dtype=np.int64)
+    max_count = np.minimum(np.asarray(max_count, dtype=np.int64), widest)
     rest = np.zeros(num_experts + 1, dtype=np.int64)
     rest[:-1] = np.cumsum(load[::-1])[::-1]
-    pieces, piece_count = _replica_loads(load, num_gpus * slots - num_experts + 1)
+    pieces, piece_count = _replica_loads(load, min_count, max_count)
     pairs, pair_count = _pair_sums(pieces, piece_count)
-    return SearchTables(load, rest, pieces, piece_count, pairs, pair_count, num_gpus, slots)
+    return SearchTables(load, min_count, max_count, rest, pieces, piece_count, pairs,
+                        pair_count, num_gpus, slots)
 
 
 def search(tables: SearchTables, cap: int, failed, deadline: float):
@@ -313,18 +327,19 @@ def search(tables: SearchTables, cap: int, failed, deadline: float):
     gpu_id[0] = np.arange(num_gpus)
     placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
     work = np.zeros(2, dtype=np.int64)
-    status = _search(tables.load, tables.rest, tables.pieces, tables.piece_count, tables.pairs,
-                     tables.pair_count, cap, tables.slots, gpu_load, gpu_used, gpu_id, placed,
-                     failed, work, deadline)
+    status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.pieces,
+                     tables.piece_count, tables.pairs, tables.pair_count, cap, tables.slots,
+                     gpu_load, gpu_used, gpu_id, placed, failed, work, deadline)
     return status, placed, int(work[0])
 
 
-def _replica_loads(load: np.ndarray, most: int):
+def _replica_loads(load: np.ndarray, min_count: np.ndarray, max_count: np.ndarray):
     """(pieces [E + 1, K], piece_count [E + 1]): row d holds, sorted and without repeats,
-    every replica load load[e] // c of experts e >= d with c <= most replicas."""
+    every replica load load[e] // c of experts e >= d, min_count[e] <= c <= max_count[e]."""
     num_experts = load.shape[0]
-    rows = [np.unique(np.concatenate([load[d:] // c for c in range(1, most + 1)]))
-            for d in range(num_experts)] + [np.zeros(0, dtype=np.int64)]
+    each = [load[e] // np.arange(min_count[e], max_count[e] + 1) for e in range(num_experts)]
+    rows = [np.unique(np.concatenate(each[d:])) for d in range(num_experts)]
+    rows.append(np.zeros(0, dtype=np.int64))
     pieces = np.zeros((num_experts + 1, max(1, max(len(row) for row in rows))), dtype=np.int64)
     piece_count = np.array([len(row) for row in rows], dtype=np.int64)
     for d, row in enumerate(rows):

@@ -27,11 +27,15 @@ from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.numba_clock import clock
+from eplbench.solvers.repack import repack
 
 # the most splits of one pair of GPUs tried in full (C(2S-1, S-1): 24,310 for S = 9)
 MAX_SPLITS = 50_000
 # donors, and takers per donor, that one round of count moves tries
 MOVE_CHOICES = 8
+# the most slots per GPU for which the descent with kicks re-packs GPUs (`repack`): at
+# 3 s, repacks lowered 4 of 4 medium-cut layers (S = 5) and raised the V3 node (S = 9)
+REPACK_MAX_SLOTS = 6
 
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
@@ -45,24 +49,42 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     best placement (iterated local search, seeded: the same calls give the same kicks),
     or until the load is at most `enough` (tokens, e.g. a lower bound)."""
     deadline = time.perf_counter() + time_limit
-    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough)
+    repacks = kicks and topology.slots_per_gpu <= REPACK_MAX_SLOTS
+    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough, repacks)
     best_load = layer_max_load(weight, best, topology)
     random = np.random.default_rng(0)
     while kicks and time.perf_counter() < deadline and _above(best_load, enough):
         kicked = _random_count_move(best, topology, within_nodes, random)
-        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough)
+        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, repacks)
         load = layer_max_load(weight, kicked, topology)
         if load < best_load:
             best, best_load = kicked, load
     return best
 
 
-def _descend(weight, phy2log, topology, within_nodes, deadline, enough) -> np.ndarray:
-    """Re-splits, then the first improving count move (re-split) while there is one and
-    the load is above `enough` (None: no such stop)."""
+def _descend(weight, phy2log, topology, within_nodes, deadline, enough,
+             repacks) -> np.ndarray:
+    """Re-splits; with `repacks`, re-packs of a few GPUs (`repack`); then the first
+    improving count move (re-split) while there is one; all of it again while count moves
+    lower the load, the load is above `enough` (None: no such stop) and time is left."""
     best = improve_by_resplits(weight, phy2log, topology, within_nodes,
                                max(0.0, deadline - time.perf_counter()))
     best_load = layer_max_load(weight, best, topology)
+    improved = _above(best_load, enough)
+    while improved and time.perf_counter() < deadline:
+        if repacks:
+            best = repack(weight, best, topology, within_nodes, deadline, enough)
+            best_load = layer_max_load(weight, best, topology)
+        moved, load = _count_move_descent(weight, best, best_load, topology, within_nodes,
+                                          deadline, enough)
+        improved = repacks and load < best_load and _above(load, enough)
+        best, best_load = moved, load
+    return best
+
+
+def _count_move_descent(weight, best, best_load, topology, within_nodes, deadline, enough):
+    """(placement, load) after the first improving count move (re-split), while there is
+    one, the load is above `enough` and time is left."""
     improved = _above(best_load, enough)
     while improved and time.perf_counter() < deadline:
         improved = False
@@ -76,7 +98,7 @@ def _descend(weight, phy2log, topology, within_nodes, deadline, enough) -> np.nd
                 break
             if time.perf_counter() >= deadline:
                 break
-    return best
+    return best, best_load
 
 
 def _above(load, enough) -> bool:
