@@ -8,8 +8,11 @@ of groups; the search stops at the first bound that reaches the incumbent U.
 
 A node with more GPUs than the completion search takes gets local search instead
 (`local_search.improve_placement`, with kicks): its ub is then a placement's load and its
-lb the node's count-free bound. Where the assignments are too many, `EnumerationTooLarge`
-says so and the caller falls back to the joint model.
+lb the node's count-free bound. An assignment's nodes are taken heaviest bound first, and
+each later node's search stops once it is no worse than the nodes before it (the
+assignment's value is their maximum), so the heaviest node gets the time. Where the
+assignments are too many, `EnumerationTooLarge` says so and the caller falls back to the
+joint model.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.local_search import improve_placement
 
 MAX_ASSIGNMENTS = 2_000
-# seconds of local search on a node too large for the completion search
-NODE_LOCAL_SEARCH = 0.5
+# share of the time left that local search on a node too large for the completion search
+# gets (a node no worse than the assignment's heavier nodes stops at once)
+NODE_SHARE = 0.5
 
 
 def balanced_assignments(num_groups: int, num_nodes: int):
@@ -78,8 +82,8 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
         if time.perf_counter() >= deadline:
             open_bounds.extend(b for b, _ in scored[index:] if b < upper)
             break
-        nodes = [_solve_node(weight, groups, experts_of(groups), node_topology, upper,
-                             deadline, cache) for groups in assignment]
+        nodes = _solve_nodes(weight, assignment, experts_of, node_topology, upper, deadline,
+                             cache)
         value = max(node[1] for node in nodes)
         if value < upper:
             upper = value
@@ -91,22 +95,41 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     return best_phy2log, upper, min([upper, *open_bounds])
 
 
-def _solve_node(weight, groups, experts, node_topology, cutoff, deadline, cache):
-    """(local phy2log, ub, lb) of one node's global problem, cached by its groups.
+def _solve_nodes(weight, assignment, experts_of, node_topology, cutoff, deadline, cache):
+    """[(local phy2log, ub, lb)] of the assignment's nodes (in its order), solved heaviest
+    count-free bound first, each later one only down to the worst ub before it."""
+    bound = [count_free_bound(weight[experts_of(groups)], node_topology.num_replicas,
+                              node_topology.num_gpus)[0] for groups in assignment]
+    nodes, worst = [None] * len(assignment), None
+    for index in sorted(range(len(assignment)), key=lambda k: bound[k], reverse=True):
+        groups = assignment[index]
+        nodes[index] = _solve_node(weight, groups, experts_of(groups), node_topology,
+                                   cutoff, worst, deadline, cache)
+        worst = nodes[index][1] if worst is None else max(worst, nodes[index][1])
+    return nodes
 
-    A cached entry is reused when it was proven (ub == lb) or proven >= the new cutoff."""
+
+def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache):
+    """(local phy2log, ub, lb) of one node's global problem, cached by its groups; local
+    search (beyond the completion search) stops at `enough` (tokens, None: the node's
+    bound).
+
+    A cached entry is reused when it was proven (ub == lb), proven >= the new cutoff, or
+    its ub is at most `enough`; local search otherwise goes on from it."""
     key = tuple(groups)
     cached = cache.get(key)
-    if cached and (cached[1] == cached[2] or cached[2] >= cutoff):
+    if cached and (cached[1] == cached[2] or cached[2] >= cutoff
+                   or (enough is not None and cached[1] <= enough)):
         return cached
     sub = weight[experts]
-    start = deepseek_placement(sub, node_topology, Policy.GLOBAL)
+    start = cached[0] if cached else deepseek_placement(sub, node_topology, Policy.GLOBAL)
     try:
         result = solve_global(sub, node_topology, start, deadline, cutoff)
     except EnumerationTooLarge:
-        seconds = min(NODE_LOCAL_SEARCH, max(0.0, deadline - time.perf_counter()))
+        seconds = NODE_SHARE * max(0.0, deadline - time.perf_counter())
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
-        placement = improve_placement(sub, start, node_topology, False, seconds, True, lower)
+        stop = lower if enough is None else max(lower, enough)
+        placement = improve_placement(sub, start, node_topology, False, seconds, True, stop)
         upper = layer_max_load(sub, placement, node_topology)
         result = (placement, upper, min(lower, upper))
     cache[key] = result

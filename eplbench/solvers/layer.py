@@ -37,11 +37,11 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     deadline = start + time_limit
     weight = np.asarray(weight, dtype=np.int64)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
-    if policy is Policy.HIERARCHICAL:
-        lower, source = max((lower, source), (hierarchy_bound(weight, topology), "node_mean"),
-                            key=lambda item: item[0])
+    node_bound = hierarchy_bound(weight, topology) if policy is Policy.HIERARCHICAL else 0
+    lower, source = max((lower, source), (node_bound, "node_mean"), key=lambda item: item[0])
     if incumbent is None:
-        incumbent = best_start(weight, topology, policy, time_limit, lower)
+        by_nodes = method == "enum" and node_bound > 0
+        incumbent = best_start(weight, topology, policy, time_limit, lower, by_nodes)
     phy2log = incumbent
     upper = layer_max_load(weight, phy2log, topology, policy)
     lower = min(lower, upper)
@@ -76,16 +76,17 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
 
 
 def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limit: float,
-               lower) -> np.ndarray:
+               lower, by_nodes: bool = False) -> np.ndarray:
     """[P] the best DeepSeek placement after local search; under the global policy
     DeepSeek's hierarchical placement (other counts, also valid) is tried too, unless the
     first already meets `lower`.
 
-    Where the completion search takes the problem, local search stops at a local optimum
-    within LOCAL_SEARCH_SHARE of `time_limit`; beyond it, local search is the main search
-    and goes on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets
-    `lower` (a lower bound, tokens)."""
-    large = topology.num_gpus > MAX_GPUS and topology.slots_per_gpu > 2
+    Where the completion search takes the problem, or the enumeration takes it node by
+    node (`by_nodes`), local search stops at a local optimum within LOCAL_SEARCH_SHARE of
+    `time_limit`; beyond them, local search is the main search and goes on with kicks for
+    LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a lower bound,
+    tokens)."""
+    large = topology.num_gpus > MAX_GPUS and topology.slots_per_gpu > 2 and not by_nodes
     seconds = (LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE) * time_limit
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
