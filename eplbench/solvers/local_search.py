@@ -12,7 +12,8 @@ Count moves (`improve_placement`): one replica changes expert, from an expert wi
 lightest replicas among those with two or more to one with the heaviest (in that order of
 trial, MOVE_CHOICES of each), the slot staying where it is, then re-splits; the first
 move whose result the checker scores below the best so far is kept, until none is or time
-runs out. With kicks, random count moves restart that descent (iterated local search).
+runs out. With kicks, every descent first re-packs a few GPUs exactly (`repack`), and
+random count moves restart it (iterated local search).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from eplbench.solvers.repack import repack
 MAX_SPLITS = 50_000
 # donors, and takers per donor, that one round of count moves tries
 MOVE_CHOICES = 8
-# the most slots per GPU for which the descent with kicks re-packs GPUs (`repack`): at
-# 3 s, repacks lowered 4 of 4 medium-cut layers (S = 5) and raised the V3 node (S = 9)
-REPACK_MAX_SLOTS = 6
 
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
@@ -45,17 +43,17 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
     hierarchical placement stays hierarchical); time_limit: seconds in all.
 
-    kicks: at a local optimum, go on until the time limit from random count moves of the
-    best placement (iterated local search, seeded: the same calls give the same kicks),
-    or until the load is at most `enough` (tokens, e.g. a lower bound)."""
+    kicks: re-packs in every descent (`repack`), and at a local optimum, go on until the
+    time limit from random count moves of the best placement (iterated local search,
+    seeded: the same calls give the same kicks), or until the load is at most `enough`
+    (tokens, e.g. a lower bound)."""
     deadline = time.perf_counter() + time_limit
-    repacks = kicks and topology.slots_per_gpu <= REPACK_MAX_SLOTS
-    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough, repacks)
+    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough, kicks)
     best_load = layer_max_load(weight, best, topology)
     random = np.random.default_rng(0)
     while kicks and time.perf_counter() < deadline and _above(best_load, enough):
         kicked = _random_count_move(best, topology, within_nodes, random)
-        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, repacks)
+        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, kicks)
         load = layer_max_load(weight, kicked, topology)
         if load < best_load:
             best, best_load = kicked, load
