@@ -82,8 +82,8 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
         if time.perf_counter() >= deadline:
             open_bounds.extend(b for b, _ in scored[index:] if b < upper)
             break
-        nodes = _solve_nodes(weight, assignment, experts_of, node_topology, upper, deadline,
-                             cache)
+        nodes = _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, upper,
+                             deadline, cache)
         value = max(node[1] for node in nodes)
         if value < upper:
             upper = value
@@ -95,11 +95,12 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     return best_phy2log, upper, min([upper, *open_bounds])
 
 
-def _solve_nodes(weight, assignment, experts_of, node_topology, cutoff, deadline, cache):
+def _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, cutoff, deadline,
+                 cache):
     """[(local phy2log, ub, lb)] of the assignment's nodes (in its order), solved heaviest
-    count-free bound first, each later one only down to the worst ub before it."""
-    bound = [count_free_bound(weight[experts_of(groups)], node_topology.num_replicas,
-                              node_topology.num_gpus)[0] for groups in assignment]
+    `node_bound` (groups -> count-free bound) first, each later one only down to the worst
+    ub before it."""
+    bound = [node_bound(groups) for groups in assignment]
     nodes, worst = [None] * len(assignment), None
     for index in sorted(range(len(assignment)), key=lambda k: bound[k], reverse=True):
         groups = assignment[index]
