@@ -141,7 +141,8 @@ def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, p
             room = max(room, cap - loads[i])
     if room < 0 or (room == 0 and rest[d] > 0):
         return 1, 0
-    # the min_count replicas each expert left needs for one replica to fit the roomiest GPU
+    # the fewest replicas (min_count or more) each expert left needs for one replica to fit
+    # the roomiest GPU
     needed_here, needed_total = 1, 0
     for e in range(d, num_experts):
         need = min_count[e] if room == 0 else max(min_count[e], -(-load[e] // room))

@@ -22,8 +22,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
 from eplbench.solvers import completion_kernel as kernel
+from eplbench.solvers.completion import count_scale
 
 # GPUs re-packed in one move: the first size while it finds moves, then the next
 REPACK_SIZES = (3, 4, 5, 6)
@@ -65,11 +67,11 @@ def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_n
 
 
 def _gpu_loads(weight, phy2log, topology: Topology) -> list[Fraction]:
-    """[G] exact loads (tokens) of the GPUs."""
+    """[G] exact loads (tokens) of the GPUs, by the checker's lcm scaling (`exact`)."""
     counts = np.bincount(phy2log, minlength=len(weight))
-    per_gpu = phy2log.reshape(topology.num_gpus, topology.slots_per_gpu)
-    return [sum((Fraction(int(weight[e]), int(counts[e])) for e in gpu), Fraction(0))
-            for gpu in per_gpu]
+    slot_load, scale = scaled_slot_loads(weight[None, :], phy2log[None, :], counts[None, :])
+    per_gpu = slot_load[0].reshape(topology.num_gpus, topology.slots_per_gpu).sum(axis=1)
+    return [Fraction(int(load), scale[0]) for load in per_gpu]
 
 
 def _partner_sets(loads, top: int, topology: Topology, within_nodes: bool, size: int,
@@ -134,14 +136,14 @@ def _items(weight, phy2log, gpus: list[int], slots: int):
     here = np.concatenate([phy2log[g * slots:(g + 1) * slots] for g in gpus])
     experts, r = np.unique(here, return_counts=True)
     fixed = r < counts[experts]
-    widest = len(here) - len(experts) + 1
-    scale = math.lcm(*range(1, widest + 1), *(int(c) for c in counts[experts[fixed]]))
+    scale = math.lcm(count_scale(len(experts), len(here)),
+                     *(int(c) for c in counts[experts[fixed]]))
     total = int(weight[experts].sum()) * scale
     if total >= 2**62 or len(gpus) > kernel.KEY_GPUS or slots > kernel.MAX_SLOTS_PER_GPU:
         return None
     load = np.array([int(weight[e]) * scale * int(k) // int(counts[e])
                      for e, k in zip(experts, r)], dtype=np.int64)
     min_count = np.where(fixed, r, 1).astype(np.int64)
-    max_count = np.where(fixed, r, widest).astype(np.int64)
+    max_count = np.where(fixed, r, len(here)).astype(np.int64)  # prepare caps it at the widest
     order = np.argsort(-load, kind="stable")
     return experts[order], load[order], min_count[order], max_count[order], scale
