@@ -125,6 +125,25 @@ def _pair_split_highs(gpu_loads, a, b):
         yield max(first, sum(pool) - first)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 9), st.data())
+def test_best_pair_split_matches_every_split(slots, data):
+    """The meet-in-the-middle re-split of two GPUs finds the lowest larger half that trying
+    every S + S split with itertools finds, and its mask is such a split."""
+    from eplbench.solvers.local_search import _best_split
+
+    values = data.draw(st.lists(st.integers(1, 10**9), min_size=2 * slots, max_size=2 * slots))
+    item = np.array(values, dtype=np.int64).reshape(2, slots)
+    mask = np.zeros(2 * slots, dtype=np.bool_)
+    high = _best_split(item, 0, 1, np.empty(2 * slots, dtype=np.int64), True, mask)
+    total = sum(values)
+    best = min(max(sum(values[k] for k in half), total - sum(values[k] for k in half))
+               for half in itertools.combinations(range(2 * slots), slots))
+    chosen = sum(v for v, inside in zip(values, mask) if inside)
+    assert high == best == max(chosen, total - chosen)
+    assert mask.sum() == slots and mask[0]
+
+
 @pytest.mark.parametrize("within_nodes", [False, True])
 def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes):
     """At the end, no re-split of the most loaded GPU with any partner (same node if asked)

@@ -5,8 +5,9 @@ replicas with those of another GPU (of the same node, if asked, so that the hier
 kept) and split the 2S replicas again, S each, as evenly as possible; the partner whose
 best split gives the lowest larger half wins. A move is made only when that half is below
 the old maximum, so the sorted load vector falls with every move and the search ends. A
-single swap is one such re-split, so this finds at least what swap search finds. Where
-C(2S-1, S-1) splits per pair are too many, only single swaps are tried.
+single swap is one such re-split, so this finds at least what swap search finds. The best
+split of a pair is found by meeting in the middle (each GPU's subsets, the second's sorted
+by size and sum); beyond MAX_SPLIT_SLOTS slots, only single swaps are tried.
 
 Count moves (`improve_placement`): one replica changes expert, from an expert with the
 lightest replicas among those with two or more to one with the heaviest (in that order of
@@ -18,7 +19,6 @@ random count moves restart it (iterated local search).
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -30,8 +30,10 @@ from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.numba_clock import clock
 from eplbench.solvers.repack import repack
 
-# the most splits of one pair of GPUs tried in full (C(2S-1, S-1): 24,310 for S = 9)
-MAX_SPLITS = 50_000
+# the most slots per GPU for which a pair re-split finds the best of all C(2S-1, S-1)
+# splits (meet in the middle: 2^S subset sums a side, 19 us a pair for S = 9 against
+# 500 us trying every split in turn); beyond, single swaps only
+MAX_SPLIT_SLOTS = 14
 # donors, and takers per donor, that one round of count moves tries
 MOVE_CHOICES = 8
 
@@ -165,7 +167,7 @@ def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topol
     experts = phy2log.reshape(gpus, slots).copy()
     item = slot_load[0].reshape(gpus, slots).copy()
     per_node = topology.gpus_per_node if within_nodes else gpus
-    full = math.comb(2 * slots - 1, slots - 1) <= MAX_SPLITS
+    full = slots <= MAX_SPLIT_SLOTS
     _resplit_loop(item, experts, per_node, full, time.perf_counter() + time_limit)
     return experts.reshape(-1)
 
@@ -235,27 +237,60 @@ def _best_split(item, a, b, pool, full, mask):
                     mask[:slots] = True
                     mask[i], mask[j] = False, True
         return best
-    # combinations of S - 1 of items 1..2S-1, each with item 0, in lexicographic order
-    chosen = np.arange(1, slots)
-    while True:
-        half = pool[0]
-        for k in range(slots - 1):
-            half += pool[chosen[k]]
-        high = max(half, total - half)
-        if high < best:
-            best = high
-            mask[:] = False
-            mask[0] = True
-            for k in range(slots - 1):
-                mask[chosen[k]] = True
-        k = slots - 2
-        while k >= 0 and chosen[k] == size - (slots - 1) + k:
-            k -= 1
-        if k < 0:
-            return best
-        chosen[k] += 1
-        for j in range(k + 1, slots - 1):
-            chosen[j] = chosen[j - 1] + 1
+    # meet in the middle: item 0 with a subset of items 1..S-1 (2^(S-1) of them), then
+    # the subset of items S..2S-1 of the right size whose sum brings the half nearest
+    # total / 2 (binary search among that size's sorted sums)
+    left_sum, left_size = _subset_sums(pool[1:slots])
+    right_sum, right_size = _subset_sums(pool[slots:])
+    order, first_of_size = _by_size_then_sum(right_sum, right_size, slots)
+    sorted_sum = right_sum[order]
+    best_left = best_right = 0
+    for left in range(left_sum.shape[0]):
+        base = pool[0] + left_sum[left]
+        size = slots - 1 - left_size[left]
+        begin, end = first_of_size[size], first_of_size[size + 1]
+        # the first right subset with 2 * (base + its sum) >= total, and the one before
+        k = begin + np.searchsorted(sorted_sum[begin:end], -((2 * base - total) // 2))
+        for at in (k - 1, k):
+            if begin <= at < end:
+                half = base + sorted_sum[at]
+                high = max(half, total - half)
+                if high < best:
+                    best, best_left, best_right = high, left, order[at]
+    for k in range(slots):
+        mask[k] = k == 0 or (best_left >> (k - 1)) & 1 == 1
+        mask[slots + k] = (best_right >> k) & 1 == 1
+    return best
+
+
+@njit(cache=True)
+def _subset_sums(values):
+    """([2^n] sum, [2^n] size) of every subset of values ([n]); bit k of a subset's index
+    says whether values[k] is in it."""
+    sums = np.zeros(1 << values.shape[0], dtype=np.int64)
+    sizes = np.zeros_like(sums)
+    for k in range(values.shape[0]):
+        for subset in range(1 << k):
+            sums[subset | 1 << k] = sums[subset] + values[k]
+            sizes[subset | 1 << k] = sizes[subset] + 1
+    return sums, sizes
+
+
+@njit(cache=True)
+def _by_size_then_sum(sums, sizes, most):
+    """(order, first_of_size [most + 2]): subset indices sorted by size, then sum; those of
+    size j are order[first_of_size[j]:first_of_size[j + 1]]."""
+    first_of_size = np.zeros(most + 2, dtype=np.int64)
+    for size in sizes:
+        first_of_size[size + 1] += 1
+    first_of_size = np.cumsum(first_of_size)
+    order = np.argsort(sums, kind="mergesort")
+    filled = first_of_size.copy()
+    by_size = np.empty_like(order)
+    for subset in order:
+        by_size[filled[sizes[subset]]] = subset
+        filled[sizes[subset]] += 1
+    return by_size, first_of_size
 
 
 @njit(cache=True)
