@@ -144,6 +144,25 @@ def test_best_pair_split_matches_every_split(slots, data):
     assert mask.sum() == slots and mask[0]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 9)), min_size=1, max_size=24))
+def test_pair_sum_tables_hold_every_sum_of_two_replica_loads(experts):
+    """Row d of the completion search's pair table is every sum of two replica loads of
+    experts d.. (any counts in range, repeats allowed), sorted, each once: built here with
+    itertools from the experts themselves."""
+    from eplbench.solvers.completion_kernel import _pair_sums, _replica_loads
+
+    experts = sorted(experts, reverse=True)
+    load = np.array([w * 2520 for w, _ in experts], dtype=np.int64)
+    most = np.array([c for _, c in experts], dtype=np.int64)
+    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most)
+    pairs, pair_count = _pair_sums(pieces, piece_count)
+    for d in range(len(experts) + 1):
+        loads = {w * 2520 // c for w, top in experts[d:] for c in range(1, top + 1)}
+        expected = sorted({a + b for a, b in itertools.combinations_with_replacement(loads, 2)})
+        assert pairs[d, :pair_count[d]].tolist() == expected
+
+
 @pytest.mark.parametrize("within_nodes", [False, True])
 def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes):
     """At the end, no re-split of the most loaded GPU with any partner (same node if asked)

@@ -355,15 +355,43 @@ def _pair_sums(pieces: np.ndarray, piece_count: np.ndarray):
     rows = len(piece_count)
     if int(np.sum(piece_count.astype(np.int64) ** 2)) > MAX_PAIR_TABLE:
         return np.zeros((rows, 1), dtype=np.int64), np.zeros(rows, dtype=np.int64)
-    sums = []
-    for d in range(rows):
-        values = pieces[d, :piece_count[d]]
-        upper = np.triu_indices(len(values))
-        sums.append(np.unique(values[upper[0]] + values[upper[1]]))
-    pairs = np.zeros((rows, max(1, max(len(row) for row in sums))), dtype=np.int64)
-    for d, row in enumerate(sums):
-        pairs[d, :len(row)] = row
-    return pairs, np.array([len(row) for row in sums], dtype=np.int64)
+    widest = int(piece_count[0]) * (int(piece_count[0]) + 1) // 2
+    return _pair_sum_rows(pieces, piece_count, max(1, widest))
+
+
+@njit(cache=True)
+def _pair_sum_rows(pieces, piece_count, width):
+    """The rows of `_pair_sums`, last first: row d is row d + 1 merged with the sums that
+    take one of the values row d adds (row d's values include row d + 1's)."""
+    rows = piece_count.shape[0]
+    pairs = np.zeros((rows, width), dtype=np.int64)
+    pair_count = np.zeros(rows, dtype=np.int64)
+    for d in range(rows - 2, -1, -1):
+        values, below = pieces[d, :piece_count[d]], pieces[d + 1, :piece_count[d + 1]]
+        added = values
+        if below.shape[0] > 0:
+            inside = np.minimum(np.searchsorted(below, values), below.shape[0] - 1)
+            added = values[below[inside] != values]
+        sums = np.unique((added.reshape(-1, 1) + values.reshape(1, -1)).ravel())
+        pair_count[d] = _merge_unique(pairs[d + 1, :pair_count[d + 1]], sums, pairs[d])
+    return pairs, pair_count
+
+
+@njit(cache=True)
+def _merge_unique(first, second, out) -> int:
+    """Merge two sorted arrays without repeats into out; the number of values written."""
+    i = j = n = 0
+    while i < first.shape[0] or j < second.shape[0]:
+        if j == second.shape[0] or (i < first.shape[0] and first[i] < second[j]):
+            value, i = first[i], i + 1
+        else:
+            value, j = second[j], j + 1
+            if i < first.shape[0] and first[i] == value:
+                i += 1
+        if n == 0 or out[n - 1] != value:
+            out[n] = value
+            n += 1
+    return n
 
 
 def warm_up() -> None:
