@@ -1,7 +1,8 @@
 """Large-neighbourhood moves: a few GPUs of a placement re-packed exactly.
 
-The most loaded GPU and REPACK_GPUS - 1 others (of its node, when the hierarchy must be
-kept) are emptied and packed again by the completion search (`completion_kernel`):
+The most loaded GPU and 2 to 5 others (of its node, when the hierarchy must be kept;
+REPACK_SIZES, MAX_REPACK_SLOTS) are emptied and packed again by the completion search
+(`completion_kernel`):
 
 - an expert whose every replica lies on these GPUs may take a new count (its slots stay
   among them, so every other GPU is untouched);
@@ -27,8 +28,12 @@ from eplbench.problem import Topology
 from eplbench.solvers import completion_kernel as kernel
 from eplbench.solvers.completion import count_scale
 
-# GPUs re-packed in one move: the first size while it finds moves, then the next
+# GPUs re-packed in one move: the first size while it finds moves, then the next, up to
+# MAX_REPACK_SLOTS slots in all (on DeepSeek-V3 nodes, S = 9, local search alone for 5 s:
+# 1 of 11 nodes above 1e-4 with 3 and 4 GPUs, 3 of 11 with 3 to 5 or 3 to 6, where
+# searches of 5 or 6 GPUs ran out of time; on medium-cut, S = 5 and 8, no clear difference)
 REPACK_SIZES = (3, 4, 5, 6)
+MAX_REPACK_SLOTS = 40
 # seconds the completion search gets per cap tried, and per move in all (on medium-cut,
 # packings found took a median 0.01 s or less; on DeepSeek-V3 nodes (S = 9) searches of
 # four or more GPUs ran out of any time given; 0.01 s did at least as well as 0.1 s on both)
@@ -46,15 +51,17 @@ def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_n
     is at most `enough` (tokens), or time.perf_counter() passes `deadline`."""
     best = np.asarray(phy2log, dtype=np.int64).copy()
     random = np.random.default_rng(0)
+    sizes = [k for k in REPACK_SIZES if k * topology.slots_per_gpu <= MAX_REPACK_SLOTS]
+    sizes = sizes or [REPACK_SIZES[0]]
     size = 0
-    while time.perf_counter() < deadline and size < len(REPACK_SIZES):
+    while time.perf_counter() < deadline and size < len(sizes):
         loads = _gpu_loads(weight, best, topology)
         top = int(np.argmax(loads))
         if enough is not None and loads[top] <= enough:
             break
         moved = None
         for partners in _partner_sets(loads, top, topology, within_nodes,
-                                      REPACK_SIZES[size] - 1, random):
+                                      sizes[size] - 1, random):
             moved = _repack_gpus(weight, best, topology, [top, *partners], loads[top],
                                  min(deadline, time.perf_counter() + MOVE_SECONDS))
             if moved is not None or time.perf_counter() >= deadline:
