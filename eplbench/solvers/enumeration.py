@@ -63,7 +63,7 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     node_topology = Topology(topology.slots_per_node, 1, 1, topology.gpus_per_node)
     best_phy2log = incumbent
     upper = layer_max_load(weight, incumbent, topology)
-    cache: dict[tuple, tuple] = {}
+    cache: dict[tuple, tuple] = {}  # groups -> ((local phy2log, ub, lb), searches so far)
 
     def experts_of(groups):
         return np.concatenate([np.arange(g * group_size, (g + 1) * group_size) for g in groups])
@@ -116,9 +116,10 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline
     bound).
 
     A cached entry is reused when it was proven (ub == lb), proven >= the new cutoff, or
-    its ub is at most `enough`; local search otherwise goes on from it."""
+    its ub is at most `enough`; local search otherwise goes on from it, with new kicks
+    (seeded by the number of searches of this node so far)."""
     key = tuple(groups)
-    cached = cache.get(key)
+    cached, searches = cache.get(key, (None, 0))
     if cached and (cached[1] == cached[2] or cached[2] >= cutoff
                    or (enough is not None and cached[1] <= enough)):
         return cached
@@ -130,8 +131,9 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline
         seconds = NODE_SHARE * max(0.0, deadline - time.perf_counter())
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
         stop = lower if enough is None else max(lower, enough)
-        placement = improve_placement(sub, start, node_topology, False, seconds, True, stop)
+        placement = improve_placement(sub, start, node_topology, False, seconds, True, stop,
+                                      seed=searches)
         upper = layer_max_load(sub, placement, node_topology)
         result = (placement, upper, min(lower, upper))
-    cache[key] = result
+    cache[key] = result, searches + 1
     return result
