@@ -579,7 +579,10 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again)
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Instances solved at once, in a local process pool (more jobs than cores "
                    "slows each solve down).")
-def solve_bench(sets, solver, policy, time_limit, workers, jobs):
+@click.option("--layers", "layers_csv", type=click.Path(dir_okay=False), default=None,
+              help="Also write one row per layer (set, instance, layer, status, ub, lb, gap, "
+                   "seconds) to this CSV file.")
+def solve_bench(sets, solver, policy, time_limit, workers, jobs, layers_csv):
     """Per set: share of layers certified optimal, median and max time to certify, median
     and max final gap (ub - lb) / ub."""
     from functools import partial
@@ -595,13 +598,16 @@ def solve_bench(sets, solver, policy, time_limit, workers, jobs):
         table.add_column(column, justify="right")
     solve_one = partial(_solve_instance, policy=policy, solver=solver, time_limit=time_limit,
                         workers=workers)
+    rows = []
     for name in _split(sets):
         units = [i for i in load_instances(name) if policy in policies_for(i, [policy])]
         results = []
         with _progress() as progress:
             task = progress.add_task(f"solving {name}", total=len(units))
-            for _, unit_results in run_units(solve_one, units, jobs):
+            for instance, unit_results in run_units(solve_one, units, jobs):
                 results += unit_results
+                rows += [_layer_row(name, instance.id, layer, result)
+                         for layer, result in enumerate(unit_results)]
                 progress.update(task, advance=1)
         certified = [r.wall_time for r in results if r.status == "OPTIMAL"]
         gaps = [r.gap for r in results]
@@ -612,6 +618,22 @@ def solve_bench(sets, solver, policy, time_limit, workers, jobs):
                       _fmt(np.median(gaps) if gaps else np.nan, "{:.2e}"),
                       _fmt(max(gaps) if gaps else np.nan, "{:.2e}"))
     stdout.print(table)
+    if layers_csv:
+        import pandas as pd
+
+        from eplbench.atomic import replaced_atomically
+
+        with replaced_atomically(layers_csv) as temporary:
+            pd.DataFrame(rows).sort_values(["set", "instance", "layer"]).to_csv(temporary,
+                                                                             index=False)
+        click.echo(f"wrote {len(rows)} layers to {layers_csv}")
+
+
+def _layer_row(set_name, instance_id, layer, result) -> dict:
+    """One solve-bench CSV row: exact ub and lb as "num/den" strings, gap as a float."""
+    return {"set": set_name, "instance": instance_id, "layer": layer, "status": result.status,
+            "ub": str(result.ub), "lb": str(result.lb), "gap": float(result.gap),
+            "seconds": round(result.wall_time, 4)}
 
 
 def _solve_instance(instance, policy, solver, time_limit, workers):

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from eplbench.cli import main
 
 COMMANDS = [[], ["run"], ["check"], ["heuristics"], ["instances"], ["instances", "list"],
-            ["instances", "generate"]]
+            ["instances", "generate"], ["bench"], ["gate"], ["replay"], ["report"], ["solve"],
+            ["solve-bench"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "eplbench")
@@ -66,3 +67,34 @@ def test_check_malformed_placement_file_exits_2(tmp_path, readme_example):
                                        "--topology", "16,4,2,8"])
     assert result.exit_code == 2
     assert "placement.json: cannot read" in result.output
+
+
+def test_solve_bench_writes_one_row_per_layer(tmp_path):
+    """`solve-bench --layers` writes every tiny layer once; an OPTIMAL row's ub is the
+    brute-force optimum, every row's lb <= optimum <= ub, and the table's certified share
+    is the share of OPTIMAL rows."""
+    from fractions import Fraction
+
+    import pandas as pd
+
+    import eplbench as eb
+    from brute_force import optimum
+
+    out = tmp_path / "layers.csv"
+    result = CliRunner().invoke(main, ["solve-bench", "--sets", "tiny", "--time-limit", "2",
+                                       "--layers", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    instances = {instance.id: instance for instance in eb.load_instances("tiny")}
+    assert sorted(zip(rows.instance, rows.layer)) == sorted(
+        (key, layer) for key, instance in instances.items()
+        for layer in range(instance.weight.shape[0]))
+    for row in rows.itertuples():
+        instance = instances[row.instance]
+        best = optimum(instance.weight[row.layer].tolist(), *instance.topology.as_tuple(),
+                       "global")
+        assert Fraction(row.lb) <= best <= Fraction(row.ub)
+        assert (row.status == "OPTIMAL") == (Fraction(row.ub) == Fraction(row.lb))
+        if row.status == "OPTIMAL":
+            assert Fraction(row.ub) == best
+    assert f"{(rows.status == 'OPTIMAL').mean():.0%}" in result.output
