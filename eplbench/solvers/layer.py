@@ -23,8 +23,10 @@ from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
 # certified none of the layers the enumeration left)
 ENUM_SHARE = 0.9
 # share of the time limit local search (re-splits, count moves) on the starting placements
-# gets: at most (it stops at a local optimum), and on problems beyond the completion search
-LOCAL_SEARCH_SHARE = 0.2
+# gets: at most (it stops at a local optimum; only on DeepSeek-V3-size layers solved node by
+# node does it use the whole share, time the nodes need more), and on problems beyond the
+# completion search
+LOCAL_SEARCH_SHARE = 0.05
 LARGE_LOCAL_SEARCH_SHARE = 0.5
 
 

@@ -40,7 +40,7 @@ MOVE_CHOICES = 8
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
                       within_nodes: bool, time_limit: float = 1.0, kicks: bool = False,
-                      enough=None, seed: int = 0) -> np.ndarray:
+                      enough=None, seed: int = 0, descended: bool = False) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]) after re-splits and count moves;
     weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
     hierarchical placement stays hierarchical); time_limit: seconds in all.
@@ -48,9 +48,11 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     kicks: re-packs in every descent (`repack`), and at a local optimum, go on until the
     time limit from random count moves of the best placement (iterated local search,
     seeded by `seed`: the same calls give the same kicks), or until the load is at most
-    `enough` (tokens, e.g. a lower bound)."""
+    `enough` (tokens, e.g. a lower bound). descended: phy2log is already the end of a
+    descent (say, of an earlier call), so the kicks start at once."""
     deadline = time.perf_counter() + time_limit
-    best = _descend(weight, phy2log, topology, within_nodes, deadline, enough, kicks)
+    best = phy2log if descended else _descend(weight, phy2log, topology, within_nodes,
+                                              deadline, enough, kicks)
     best_load = layer_max_load(weight, best, topology)
     random = np.random.default_rng(seed)
     while kicks and time.perf_counter() < deadline and _above(best_load, enough):
