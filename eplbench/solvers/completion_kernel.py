@@ -186,12 +186,15 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                 return TIMEOUT
             mode = NEXT
             if i < 0:
-                if failed.get(_key(d, gpu_load[d], gpu_used[d]), -1) >= cap:
-                    mode = BACK
-                    continue
+                # the cheap checks first; a state they cut is not remembered (most states
+                # are cut here, and a lookup or an entry in `failed` costs more)
                 low, count_high[d] = _count_range(d, load, min_count, max_count, rest, cap, slots,
                                                   gpu_load[d], gpu_used[d], pieces,
                                                   piece_count, pairs, pair_count)
+                if (low > count_high[d]
+                        or failed.get(_key(d, gpu_load[d], gpu_used[d]), -1) >= cap):
+                    mode = BACK
+                    continue
                 count[d] = low - 1
             elif (left[d, i] > takes_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
