@@ -382,15 +382,13 @@ def _pair_sum_rows(pieces, piece_count, width):
 
 @njit(cache=True)
 def _merge_unique(first, second, out) -> int:
-    """Merge two sorted arrays without repeats into out; the number of values written."""
+    """Merge two sorted arrays into out, each value once; the number of values written."""
     i = j = n = 0
     while i < first.shape[0] or j < second.shape[0]:
         if j == second.shape[0] or (i < first.shape[0] and first[i] < second[j]):
             value, i = first[i], i + 1
         else:
             value, j = second[j], j + 1
-            if i < first.shape[0] and first[i] == value:
-                i += 1
         if n == 0 or out[n - 1] != value:
             out[n] = value
             n += 1

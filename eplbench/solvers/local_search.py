@@ -249,8 +249,8 @@ def _best_split(item, a, b, pool, full, mask):
     best_left = best_right = 0
     for left in range(left_sum.shape[0]):
         base = pool[0] + left_sum[left]
-        size = slots - 1 - left_size[left]
-        begin, end = first_of_size[size], first_of_size[size + 1]
+        wanted = slots - 1 - left_size[left]  # right items the half still needs
+        begin, end = first_of_size[wanted], first_of_size[wanted + 1]
         # the first right subset with 2 * (base + its sum) >= total, and the one before
         k = begin + np.searchsorted(sorted_sum[begin:end], -((2 * base - total) // 2))
         for at in (k - 1, k):
