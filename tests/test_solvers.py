@@ -163,6 +163,27 @@ def test_pair_sum_tables_hold_every_sum_of_two_replica_loads(experts):
         assert pairs[d, :pair_count[d]].tolist() == expected
 
 
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 300), st.integers(1, 4)), min_size=1, max_size=8),
+       st.integers(1, 3), st.integers(0, 1200), st.data())
+def test_shortfall_is_the_gap_below_the_best_sum_of_replica_loads(experts, free, high, data):
+    """How far below `high` the best sum of `free` replica loads of experts d.. stays
+    (repeats allowed), checked against every such sum from itertools; 2**62 when none fits."""
+    from eplbench.solvers.completion_kernel import _pair_sums, _replica_loads, _shortfall
+
+    experts = sorted(experts, reverse=True)
+    depth = data.draw(st.integers(0, len(experts) - 1))
+    load = np.array([w * 12 for w, _ in experts], dtype=np.int64)
+    most = np.array([c for _, c in experts], dtype=np.int64)
+    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most)
+    pairs, pair_count = _pair_sums(pieces, piece_count)
+    loads = {w * 12 // c for w, top in experts[depth:] for c in range(1, top + 1)}
+    sums = [sum(chosen) for chosen in itertools.combinations_with_replacement(loads, free)]
+    fitting = [total for total in sums if total <= high * 12]
+    expected = high * 12 - max(fitting) if fitting else 2**62
+    assert _shortfall(depth, free, high * 12, pieces, piece_count, pairs, pair_count) == expected
+
 @pytest.mark.parametrize("within_nodes", [False, True])
 def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes):
     """At the end, no re-split of the most loaded GPU with any partner (same node if asked)

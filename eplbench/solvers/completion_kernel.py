@@ -42,11 +42,22 @@ MAX_PAIR_TABLE = 2_000_000
 CHECK_EVERY = 1 << 16
 # the most states remembered (about 100 bytes each); beyond, new failures are not kept
 MAX_FAILED = 4_000_000
+# rows of the direct-mapped memo of three-slot shortfalls (a power of two; 3 MiB: bounded,
+# and as fast here as a typed dict, which grows with every room seen)
+MEMO_SIZE = 1 << 17
+MEMO_HASH = 0x5851F42D4C957F2D
 
 
 def new_failed_map():
     """An empty typed dict from state key to the largest cap proven infeasible there."""
     return numba.typed.Dict.empty(key_type=KEY_TYPE, value_type=types.int64)
+
+
+def new_shortfall_memo():
+    """An empty `_gpu_fillable` memo: rows (room, depth, shortfall), room -1 when empty."""
+    memo = np.zeros((MEMO_SIZE, 3), dtype=np.int64)
+    memo[:, 0] = -1
+    return memo
 
 
 @njit(cache=True)
@@ -70,66 +81,101 @@ def _key(depth, loads, used):
 
 
 @njit(cache=True)
-def _fillable(depth, loads, used, load, rest, cap, slots, pieces, piece_count, pairs,
-              pair_count) -> bool:
-    """The open GPUs' room covers the load left, and each open GPU can be filled to within
-    the total spare room: by its free slots taking the largest experts left, one each, and,
-    with one to three free slots, by as many replica loads the experts left can have
-    (pieces[depth, :piece_count[depth]], and their pair sums in pairs, sorted)."""
-    num_experts = load.shape[0]
+def _spare(depth, loads, used, rest, cap, slots):
+    """The room the open GPUs keep under cap once the experts from `depth` on are placed."""
     spare = -rest[depth]
     for i in range(loads.shape[0]):
         if used[i] < slots:
             spare += cap - loads[i]
+    return spare
+
+
+@njit(cache=True)
+def _fillable(depth, loads, used, rest, cap, slots, pieces, piece_count, pairs,
+              pair_count, shortfalls) -> bool:
+    """The open GPUs' room covers the load left, and each open GPU can be filled to within
+    the total spare room (`_gpu_fillable`)."""
+    spare = _spare(depth, loads, used, rest, cap, slots)
     if spare < 0:
         return False
-    values = pieces[depth, :piece_count[depth]]
     for i in range(loads.shape[0]):
-        free = slots - used[i]
-        if free == 0:
-            continue
-        high = cap - loads[i]
-        if rest[depth] - rest[min(num_experts, depth + free)] < high - spare:
-            return False
-        if free <= 2 and not _reachable(values, free, high - spare, high):
-            return False
-        if free == 3 and pair_count[depth] > 0 and not _reachable_by_three(
-                values, pairs[depth, :pair_count[depth]], high - spare, high):
+        if used[i] < slots and not _gpu_fillable(depth, loads[i], used[i], spare, rest, cap,
+                                                  slots, pieces, piece_count, pairs,
+                                                  pair_count, shortfalls):
             return False
     return True
 
 
 @njit(cache=True)
-def _reachable_by_three(values, pair_sums, low, high) -> bool:
-    """Whether one of the sorted values plus one of the sorted pair sums lies in [low, high]."""
-    for value in values:
-        k = np.searchsorted(pair_sums, low - value)
-        if k < pair_sums.shape[0] and pair_sums[k] <= high - value:
-            return True
-    return False
+def _gpu_fillable(depth, gpu_load, gpu_used, spare, rest, cap, slots, pieces, piece_count,
+                  pairs, pair_count, shortfalls) -> bool:
+    """Whether one open GPU can be filled to within `spare` of cap by the experts from
+    `depth` on: its free slots take at most the largest of them, one each, and, with one to
+    three free slots, sums of as many replica loads they can have (`_shortfall`, remembered
+    in `shortfalls` by depth, free slots and room: it does not depend on cap). A smaller
+    spare (a later state's) only narrows the window."""
+    num_experts = rest.shape[0] - 1
+    free, high = slots - gpu_used, cap - gpu_load
+    if rest[depth] - rest[min(num_experts, depth + free)] < high - spare:
+        return False
+    if free > 3:
+        return True
+    if free < 3:
+        return _shortfall(depth, free, high, pieces, piece_count, pairs, pair_count) <= spare
+    row = (((high + (depth << 48)) * MEMO_HASH) >> 40) & (MEMO_SIZE - 1)
+    if shortfalls[row, 0] != high or shortfalls[row, 1] != depth:
+        shortfalls[row, 0], shortfalls[row, 1] = high, depth
+        shortfalls[row, 2] = _shortfall(depth, free, high, pieces, piece_count, pairs,
+                                        pair_count)
+    return shortfalls[row, 2] <= spare
 
 
 @njit(cache=True)
-def _reachable(values, number, low, high) -> bool:
-    """Whether `number` (1 or 2) of the sorted values, repeats allowed, sum into [low, high]."""
-    if number == 1:
-        k = np.searchsorted(values, low)
-        return k < values.shape[0] and values[k] <= high
-    a, b = 0, values.shape[0] - 1
+def _shortfall(depth, free, high, pieces, piece_count, pairs, pair_count):
+    """How far below `high` the best sum of `free` (1 to 3) replica loads the experts from
+    `depth` on can have stays (pieces[depth, :piece_count[depth]], and their pair sums in
+    pairs, sorted; repeats allowed): 2**62 when none fits, 0 when three need a pair table
+    that was not built."""
+    values, sums = pieces[depth, :piece_count[depth]], pairs[depth, :pair_count[depth]]
+    if free == 1:
+        best = _largest_at_most(values, high)
+    elif free == 2:
+        best = _largest_at_most(sums, high) if sums.shape[0] else _largest_pair(values, high)
+    elif sums.shape[0] > 0:
+        best = -1
+        for value in values:
+            if value > high:
+                break
+            best = max(best, value + _largest_at_most(sums, high - value))
+    else:
+        return 0
+    return high - best if best >= 0 else 2**62
+
+
+@njit(cache=True)
+def _largest_pair(values, high):
+    """The largest sum of two of the sorted values (repeats allowed) at most high, or -1."""
+    best, a, b = -1, 0, values.shape[0] - 1
     while a <= b:
         total = values[a] + values[b]
-        if total < low:
-            a += 1
-        elif total > high:
+        if total > high:
             b -= 1
         else:
-            return True
-    return False
+            best = max(best, total)
+            a += 1
+    return best
+
+
+@njit(cache=True)
+def _largest_at_most(values, high):
+    """The largest of the sorted non-negative values at most high, or -2**62 if none."""
+    k = np.searchsorted(values, high, side="right")
+    return values[k - 1] if k > 0 else -2**62
 
 
 @njit(cache=True)
 def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, pieces,
-                 piece_count, pairs, pair_count):
+                 piece_count, pairs, pair_count, shortfalls):
     """(low, high): the replica counts expert d may take on row d's state, within
     min_count[d]..max_count[d] (low > high when the state is infeasible)."""
     num_experts, num_gpus = load.shape[0], loads.shape[0]
@@ -151,8 +197,8 @@ def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, p
         needed_total += need
         if e == d:
             needed_here = need
-    if needed_total > free or not _fillable(d, loads, used, load, rest, cap, slots, pieces,
-                                                 piece_count, pairs, pair_count):
+    if needed_total > free or not _fillable(d, loads, used, rest, cap, slots, pieces,
+                                                 piece_count, pairs, pair_count, shortfalls):
         return 1, 0
     high = min(max_count[d], free - (needed_total - needed_here))
     return (free if d == num_experts - 1 else needed_here), high
@@ -160,7 +206,7 @@ def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, p
 
 @njit(cache=True)
 def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_count, cap,
-            slots, gpu_load, gpu_used, gpu_id, placed, failed, work, deadline):
+            slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work, deadline):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -176,7 +222,9 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                                     np.zeros_like(left), np.zeros_like(left))
     take = np.zeros((num_experts, num_gpus), dtype=np.int64)
     takes_after = np.zeros((num_experts, num_gpus + 1), dtype=np.int64)
-    room_after = np.zeros_like(takes_after)
+    fewest_after, room_after = np.zeros_like(takes_after), np.zeros_like(takes_after)
+    spare = np.zeros_like(count)
+    fits = np.zeros((num_experts, num_gpus, slots + 1), dtype=np.bool_)
     d, i, mode = 0, -1, ENTER
     while True:
         if mode == ENTER:
@@ -190,13 +238,15 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                 # are cut here, and a lookup or an entry in `failed` costs more)
                 low, count_high[d] = _count_range(d, load, min_count, max_count, rest, cap, slots,
                                                   gpu_load[d], gpu_used[d], pieces,
-                                                  piece_count, pairs, pair_count)
+                                                  piece_count, pairs, pair_count,
+                                                  shortfalls)
                 if (low > count_high[d]
                         or failed.get(_key(d, gpu_load[d], gpu_used[d]), -1) >= cap):
                     mode = BACK
                     continue
                 count[d] = low - 1
-            elif (left[d, i] > takes_after[d, i]
+                spare[d] = _spare(d, gpu_load[d], gpu_used[d], rest, cap, slots)
+            elif (left[d, i] > takes_after[d, i] or left[d, i] < fewest_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
                 mode = BACK
             elif i == num_gpus:
@@ -217,8 +267,9 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                     mode = BACK
                     continue
                 replica[d] = load[d] // count[d]
-                _prepare_spread(d, replica[d], cap, slots, gpu_load[d], gpu_used[d], take,
-                                takes_after, room_after)
+                _prepare_spread(d, replica[d], spare[d], rest, cap, slots, gpu_load[d],
+                                gpu_used[d], pieces, piece_count, pairs, pair_count,
+                                shortfalls, fits, take, takes_after, fewest_after, room_after)
                 left[d, 0], previous[d, 0], room[d, 0] = count[d], count[d], 0
             else:
                 option[d, i] += 1
@@ -229,10 +280,12 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                 number = option[d, i]
                 if number < 2 and most[d, i] >= 1:
                     number = 1 - number
-                placed[d, gpu_id[d, i]] = number
+                if not fits[d, i, number]:
+                    continue
                 kept = 0
                 if gpu_used[d, i] + number < slots:
                     kept = cap - gpu_load[d, i] - number * replica[d]
+                placed[d, gpu_id[d, i]] = number
                 left[d, i + 1] = left[d, i] - number
                 previous[d, i + 1] = number
                 room[d, i + 1] = room[d, i] + kept
@@ -247,18 +300,29 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
 
 
 @njit(cache=True)
-def _prepare_spread(d, replica, cap, slots, loads, used, take, takes_after, room_after):
-    """Row d of take (most replicas each GPU can take), and suffix sums of take and of
-    the room the open GPUs have."""
+def _prepare_spread(d, replica, spare, rest, cap, slots, loads, used, pieces, piece_count,
+                    pairs, pair_count, shortfalls, fits, take, takes_after, fewest_after,
+                    room_after):
+    """Row d's spread tables for replicas of load `replica`, per GPU i in row d's order:
+    fits[d, i, k] whether taking k replicas leaves it full or still fillable
+    (`_gpu_fillable` with row d's spare: cut once here, not in every spread of the GPUs
+    before it); take[d, i] the most it can take; and suffix sums over GPUs i.. of the most
+    and the fewest they can take and of the room they have (open GPUs)."""
     num_gpus = loads.shape[0]
-    takes_after[d, num_gpus] = 0
-    room_after[d, num_gpus] = 0
+    takes_after[d, num_gpus] = fewest_after[d, num_gpus] = room_after[d, num_gpus] = 0
     for i in range(num_gpus - 1, -1, -1):
         most = slots - used[i]
         if replica > 0:
             most = min(most, (cap - loads[i]) // replica)
-        take[d, i] = most
-        takes_after[d, i] = takes_after[d, i + 1] + most
+        take[d, i], fewest = -1, slots + 1
+        for k in range(most + 1):
+            fits[d, i, k] = used[i] + k == slots or _gpu_fillable(
+                d + 1, loads[i] + k * replica, used[i] + k, spare, rest, cap, slots, pieces,
+                piece_count, pairs, pair_count, shortfalls)
+            if fits[d, i, k]:
+                take[d, i], fewest = k, min(fewest, k)
+        takes_after[d, i] = takes_after[d, i + 1] + max(take[d, i], 0)
+        fewest_after[d, i] = fewest_after[d, i + 1] + fewest
         room_after[d, i] = room_after[d, i + 1] + (cap - loads[i] if used[i] < slots else 0)
 
 
@@ -333,7 +397,8 @@ def search(tables: SearchTables, cap: int, failed, deadline: float):
     work = np.zeros(2, dtype=np.int64)
     status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.pieces,
                      tables.piece_count, tables.pairs, tables.pair_count, cap, tables.slots,
-                     gpu_load, gpu_used, gpu_id, placed, failed, work, deadline)
+                     gpu_load, gpu_used, gpu_id, placed, failed, new_shortfall_memo(), work,
+                     deadline)
     return status, placed, int(work[0])
 
 
