@@ -144,45 +144,59 @@ def test_best_pair_split_matches_every_split(slots, data):
     assert mask.sum() == slots and mask[0]
 
 
+def _counts_at_level(top, level, levels):
+    """The replica counts a piece table's level allows an expert whose counts go 1..top."""
+    return range(1, (top if level == levels - 1 else min(top, 1 + level)) + 1)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 9)), min_size=1, max_size=24))
-def test_pair_sum_tables_hold_every_sum_of_two_replica_loads(experts):
-    """Row d of the completion search's pair table is every sum of two replica loads of
-    experts d.. (any counts in range, repeats allowed), sorted, each once: built here with
-    itertools from the experts themselves."""
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 9)), min_size=1, max_size=24),
+       st.integers(1, 3))
+def test_pair_sum_tables_hold_every_sum_of_two_replica_loads(experts, levels):
+    """Row (d, x) of the completion search's pair table is every sum of two replica loads of
+    experts d.. (counts up to 1 + x below the last level, repeats allowed), sorted, each
+    once: built here with itertools from the experts themselves."""
     from eplbench.solvers.completion_kernel import _pair_sums, _replica_loads
 
     experts = sorted(experts, reverse=True)
     load = np.array([w * 2520 for w, _ in experts], dtype=np.int64)
     most = np.array([c for _, c in experts], dtype=np.int64)
-    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most)
+    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)
     for d in range(len(experts) + 1):
-        loads = {w * 2520 // c for w, top in experts[d:] for c in range(1, top + 1)}
-        expected = sorted({a + b for a, b in itertools.combinations_with_replacement(loads, 2)})
-        assert pairs[d, :pair_count[d]].tolist() == expected
-
+        for x in range(levels):
+            loads = {w * 2520 // c for w, top in experts[d:]
+                     for c in _counts_at_level(top, x, levels)}
+            expected = sorted({a + b for a, b in
+                               itertools.combinations_with_replacement(loads, 2)})
+            assert pairs[d, x, :pair_count[d, x]].tolist() == expected
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 300), st.integers(1, 4)), min_size=1, max_size=8),
-       st.integers(1, 3), st.integers(0, 1200), st.data())
-def test_shortfall_is_the_gap_below_the_best_sum_of_replica_loads(experts, free, high, data):
-    """How far below `high` the best sum of `free` replica loads of experts d.. stays
-    (repeats allowed), checked against every such sum from itertools; 2**62 when none fits."""
+       st.integers(1, 3), st.integers(1, 3), st.integers(0, 1200), st.data())
+def test_shortfall_is_the_gap_below_the_best_sum_of_replica_loads(experts, levels, free, high,
+                                                                  data):
+    """How far below `high` the best sum of `free` replica loads of experts d.. at a level
+    stays (repeats allowed), checked against every such sum from itertools; 2**62 when none
+    fits."""
     from eplbench.solvers.completion_kernel import _pair_sums, _replica_loads, _shortfall
 
     experts = sorted(experts, reverse=True)
     depth = data.draw(st.integers(0, len(experts) - 1))
+    level = data.draw(st.integers(0, levels - 1))
     load = np.array([w * 12 for w, _ in experts], dtype=np.int64)
     most = np.array([c for _, c in experts], dtype=np.int64)
-    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most)
+    pieces, piece_count = _replica_loads(load, np.ones(len(experts), np.int64), most, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)
-    loads = {w * 12 // c for w, top in experts[depth:] for c in range(1, top + 1)}
+    loads = {w * 12 // c for w, top in experts[depth:]
+             for c in _counts_at_level(top, level, levels)}
     sums = [sum(chosen) for chosen in itertools.combinations_with_replacement(loads, free)]
     fitting = [total for total in sums if total <= high * 12]
     expected = high * 12 - max(fitting) if fitting else 2**62
-    assert _shortfall(depth, free, high * 12, pieces, piece_count, pairs, pair_count) == expected
+    assert _shortfall(depth, level, free, high * 12, pieces, piece_count, pairs,
+                      pair_count) == expected
+
 
 @pytest.mark.parametrize("within_nodes", [False, True])
 def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes):

@@ -42,7 +42,7 @@ MAX_PAIR_TABLE = 2_000_000
 CHECK_EVERY = 1 << 16
 # the most states remembered (about 100 bytes each); beyond, new failures are not kept
 MAX_FAILED = 4_000_000
-# rows of the direct-mapped memo of three-slot shortfalls (a power of two; 3 MiB: bounded,
+# rows of the direct-mapped memo of shortfalls (a power of two; 3 MiB: bounded,
 # and as fast here as a typed dict, which grows with every room seen)
 MEMO_SIZE = 1 << 17
 MEMO_HASH = 0x5851F42D4C957F2D
@@ -54,7 +54,8 @@ def new_failed_map():
 
 
 def new_shortfall_memo():
-    """An empty `_gpu_fillable` memo: rows (room, depth, shortfall), room -1 when empty."""
+    """An empty `_gpu_fillable` memo: rows (room, depth x 4 + free slots, shortfall), room -1
+    when empty."""
     memo = np.zeros((MEMO_SIZE, 3), dtype=np.int64)
     memo[:, 0] = -1
     return memo
@@ -91,7 +92,15 @@ def _spare(depth, loads, used, rest, cap, slots):
 
 
 @njit(cache=True)
-def _fillable(depth, loads, used, rest, cap, slots, pieces, piece_count, pairs,
+def _level(free_slots, depth, min_left, levels):
+    """The row of the piece tables for a state with `free_slots` slots left when experts
+    depth.. are to be placed: the replicas it can spare beyond their fewest, at most the
+    last level (which bounds no count)."""
+    return min(free_slots - min_left[depth], levels - 1)
+
+
+@njit(cache=True)
+def _fillable(depth, level, loads, used, rest, cap, slots, pieces, piece_count, pairs,
               pair_count, shortfalls) -> bool:
     """The open GPUs' room covers the load left, and each open GPU can be filled to within
     the total spare room (`_gpu_fillable`)."""
@@ -99,44 +108,45 @@ def _fillable(depth, loads, used, rest, cap, slots, pieces, piece_count, pairs,
     if spare < 0:
         return False
     for i in range(loads.shape[0]):
-        if used[i] < slots and not _gpu_fillable(depth, loads[i], used[i], spare, rest, cap,
-                                                  slots, pieces, piece_count, pairs,
+        if used[i] < slots and not _gpu_fillable(depth, level, loads[i], used[i], spare, rest,
+                                                  cap, slots, pieces, piece_count, pairs,
                                                   pair_count, shortfalls):
             return False
     return True
 
 
 @njit(cache=True)
-def _gpu_fillable(depth, gpu_load, gpu_used, spare, rest, cap, slots, pieces, piece_count,
-                  pairs, pair_count, shortfalls) -> bool:
+def _gpu_fillable(depth, level, gpu_load, gpu_used, spare, rest, cap, slots, pieces,
+                  piece_count, pairs, pair_count, shortfalls) -> bool:
     """Whether one open GPU can be filled to within `spare` of cap by the experts from
     `depth` on: its free slots take at most the largest of them, one each, and, with one to
-    three free slots, sums of as many replica loads they can have (`_shortfall`, remembered
-    in `shortfalls` by depth, free slots and room: it does not depend on cap). A smaller
-    spare (a later state's) only narrows the window."""
+    three free slots, sums of as many replica loads they can have at the state's `level`
+    (`_level`; `_shortfall`, remembered in `shortfalls` by depth, level, free slots and
+    room: it does not depend on cap). A smaller spare (a later state's) only narrows the
+    window."""
     num_experts = rest.shape[0] - 1
     free, high = slots - gpu_used, cap - gpu_load
     if rest[depth] - rest[min(num_experts, depth + free)] < high - spare:
         return False
     if free > 3:
         return True
-    if free < 3:
-        return _shortfall(depth, free, high, pieces, piece_count, pairs, pair_count) <= spare
-    row = (((high + (depth << 48)) * MEMO_HASH) >> 40) & (MEMO_SIZE - 1)
-    if shortfalls[row, 0] != high or shortfalls[row, 1] != depth:
-        shortfalls[row, 0], shortfalls[row, 1] = high, depth
-        shortfalls[row, 2] = _shortfall(depth, free, high, pieces, piece_count, pairs,
-                                        pair_count)
+    tag = (depth * pieces.shape[1] + level) * 4 + free
+    row = (((high + (tag << 48)) * MEMO_HASH) >> 40) & (MEMO_SIZE - 1)
+    if shortfalls[row, 0] != high or shortfalls[row, 1] != tag:
+        shortfalls[row, 0], shortfalls[row, 1] = high, tag
+        shortfalls[row, 2] = _shortfall(depth, level, free, high, pieces, piece_count,
+                                        pairs, pair_count)
     return shortfalls[row, 2] <= spare
 
 
 @njit(cache=True)
-def _shortfall(depth, free, high, pieces, piece_count, pairs, pair_count):
+def _shortfall(depth, level, free, high, pieces, piece_count, pairs, pair_count):
     """How far below `high` the best sum of `free` (1 to 3) replica loads the experts from
-    `depth` on can have stays (pieces[depth, :piece_count[depth]], and their pair sums in
+    `depth` on can have at `level` stays (pieces[depth, level], and their pair sums in
     pairs, sorted; repeats allowed): 2**62 when none fits, 0 when three need a pair table
     that was not built."""
-    values, sums = pieces[depth, :piece_count[depth]], pairs[depth, :pair_count[depth]]
+    values = pieces[depth, level, :piece_count[depth, level]]
+    sums = pairs[depth, level, :pair_count[depth, level]]
     if free == 1:
         best = _largest_at_most(values, high)
     elif free == 2:
@@ -174,8 +184,8 @@ def _largest_at_most(values, high):
 
 
 @njit(cache=True)
-def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, pieces,
-                 piece_count, pairs, pair_count, shortfalls):
+def _count_range(d, load, min_count, max_count, rest, min_left, cap, slots, loads, used,
+                 pieces, piece_count, pairs, pair_count, shortfalls):
     """(low, high): the replica counts expert d may take on row d's state, within
     min_count[d]..max_count[d] (low > high when the state is infeasible)."""
     num_experts, num_gpus = load.shape[0], loads.shape[0]
@@ -197,7 +207,8 @@ def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, p
         needed_total += need
         if e == d:
             needed_here = need
-    if needed_total > free or not _fillable(d, loads, used, rest, cap, slots, pieces,
+    level = _level(free, d, min_left, pieces.shape[1])
+    if needed_total > free or not _fillable(d, level, loads, used, rest, cap, slots, pieces,
                                                  piece_count, pairs, pair_count, shortfalls):
         return 1, 0
     high = min(max_count[d], free - (needed_total - needed_here))
@@ -205,8 +216,9 @@ def _count_range(d, load, min_count, max_count, rest, cap, slots, loads, used, p
 
 
 @njit(cache=True)
-def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_count, cap,
-            slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work, deadline):
+def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs, pair_count,
+            cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work,
+            deadline):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -223,7 +235,7 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
     take = np.zeros((num_experts, num_gpus), dtype=np.int64)
     takes_after = np.zeros((num_experts, num_gpus + 1), dtype=np.int64)
     fewest_after, room_after = np.zeros_like(takes_after), np.zeros_like(takes_after)
-    spare = np.zeros_like(count)
+    spare, free_slots = np.zeros_like(count), np.zeros_like(count)
     fits = np.zeros((num_experts, num_gpus, slots + 1), dtype=np.bool_)
     d, i, mode = 0, -1, ENTER
     while True:
@@ -236,8 +248,8 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
             if i < 0:
                 # the cheap checks first; a state they cut is not remembered (most states
                 # are cut here, and a lookup or an entry in `failed` costs more)
-                low, count_high[d] = _count_range(d, load, min_count, max_count, rest, cap, slots,
-                                                  gpu_load[d], gpu_used[d], pieces,
+                low, count_high[d] = _count_range(d, load, min_count, max_count, rest, min_left,
+                                                  cap, slots, gpu_load[d], gpu_used[d], pieces,
                                                   piece_count, pairs, pair_count,
                                                   shortfalls)
                 if (low > count_high[d]
@@ -246,6 +258,7 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                     continue
                 count[d] = low - 1
                 spare[d] = _spare(d, gpu_load[d], gpu_used[d], rest, cap, slots)
+                free_slots[d] = num_gpus * slots - np.sum(gpu_used[d])
             elif (left[d, i] > takes_after[d, i] or left[d, i] < fewest_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
                 mode = BACK
@@ -267,9 +280,12 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
                     mode = BACK
                     continue
                 replica[d] = load[d] // count[d]
-                _prepare_spread(d, replica[d], spare[d], rest, cap, slots, gpu_load[d],
-                                gpu_used[d], pieces, piece_count, pairs, pair_count,
-                                shortfalls, fits, take, takes_after, fewest_after, room_after)
+                level = _level(free_slots[d] - count[d], d + 1, min_left, pieces.shape[1])
+                if not _prepare_spread(d, level, replica[d], spare[d], rest, cap, slots,
+                                       gpu_load[d], gpu_used[d], pieces, piece_count, pairs,
+                                       pair_count, shortfalls, fits, take, takes_after,
+                                       fewest_after, room_after):
+                    continue
                 left[d, 0], previous[d, 0], room[d, 0] = count[d], count[d], 0
             else:
                 option[d, i] += 1
@@ -300,30 +316,39 @@ def _search(load, min_count, max_count, rest, pieces, piece_count, pairs, pair_c
 
 
 @njit(cache=True)
-def _prepare_spread(d, replica, spare, rest, cap, slots, loads, used, pieces, piece_count,
-                    pairs, pair_count, shortfalls, fits, take, takes_after, fewest_after,
-                    room_after):
+def _prepare_spread(d, level, replica, spare, rest, cap, slots, loads, used, pieces,
+                    piece_count, pairs, pair_count, shortfalls, fits, take, takes_after,
+                    fewest_after, room_after):
     """Row d's spread tables for replicas of load `replica`, per GPU i in row d's order:
     fits[d, i, k] whether taking k replicas leaves it full or still fillable
-    (`_gpu_fillable` with row d's spare: cut once here, not in every spread of the GPUs
+    (`_gpu_fillable` with row d's spare and the next state's level: cut once here, not in
+    every spread of the GPUs
     before it); take[d, i] the most it can take; and suffix sums over GPUs i.. of the most
-    and the fewest they can take and of the room they have (open GPUs)."""
+    and the fewest they can take and of the room they have (open GPUs). False as soon as
+    one GPU fits no number of them (the tables are then left unfinished)."""
     num_gpus = loads.shape[0]
     takes_after[d, num_gpus] = fewest_after[d, num_gpus] = room_after[d, num_gpus] = 0
     for i in range(num_gpus - 1, -1, -1):
         most = slots - used[i]
         if replica > 0:
             most = min(most, (cap - loads[i]) // replica)
+        same = i + 1 < num_gpus and loads[i + 1] == loads[i] and used[i + 1] == used[i]
         take[d, i], fewest = -1, slots + 1
         for k in range(most + 1):
-            fits[d, i, k] = used[i] + k == slots or _gpu_fillable(
-                d + 1, loads[i] + k * replica, used[i] + k, spare, rest, cap, slots, pieces,
-                piece_count, pairs, pair_count, shortfalls)
+            if same:
+                fits[d, i, k] = fits[d, i + 1, k]
+            else:
+                fits[d, i, k] = used[i] + k == slots or _gpu_fillable(
+                    d + 1, level, loads[i] + k * replica, used[i] + k, spare, rest, cap, slots,
+                    pieces, piece_count, pairs, pair_count, shortfalls)
             if fits[d, i, k]:
                 take[d, i], fewest = k, min(fewest, k)
-        takes_after[d, i] = takes_after[d, i + 1] + max(take[d, i], 0)
+        if take[d, i] < 0:
+            return False
+        takes_after[d, i] = takes_after[d, i + 1] + take[d, i]
         fewest_after[d, i] = fewest_after[d, i + 1] + fewest
         room_after[d, i] = room_after[d, i + 1] + (cap - loads[i] if used[i] < slots else 0)
+    return True
 
 
 @njit(cache=True)
@@ -350,13 +375,15 @@ class SearchTables(NamedTuple):
     """What every search on one problem shares, whatever the cap (built once by `prepare`).
 
     load: [E] int64 scaled loads, non-increasing; min_count, max_count: [E] int64 the
-    replica counts each expert may have; rest: [E + 1] load of experts d.. on;
+    replica counts each expert may have; rest: [E + 1] load of experts d.. on; min_left:
+    [E + 1] the fewest replicas experts d.. on can have (sum of min_count);
     pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`."""
 
     load: np.ndarray
     min_count: np.ndarray
     max_count: np.ndarray
     rest: np.ndarray
+    min_left: np.ndarray
     pieces: np.ndarray
     piece_count: np.ndarray
     pairs: np.ndarray
@@ -366,21 +393,27 @@ class SearchTables(NamedTuple):
 
 
 def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray | None = None,
-            max_count: np.ndarray | None = None) -> SearchTables:
+            max_count: np.ndarray | None = None, by_spare: bool = True) -> SearchTables:
     """The tables for `search` on one problem. load: [E] int64 scaled, non-increasing;
     min_count, max_count: [E] the replica counts each expert may have (default 1 and
-    G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each)."""
+    G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each).
+    by_spare: piece tables per number of replicas a state can spare (`_replica_loads`;
+    fewer nodes, and several times the build time, which short searches may not repay)."""
     num_experts = load.shape[0]
     widest = num_gpus * slots - num_experts + 1
     min_count = np.ones(num_experts, np.int64) if min_count is None else min_count
     max_count = np.full(num_experts, widest) if max_count is None else max_count
     min_count = np.asarray(min_count, dtype=np.int64)
     max_count = np.minimum(np.asarray(max_count, dtype=np.int64), widest)
-    rest = np.zeros(num_experts + 1, dtype=np.int64)
+    rest, min_left = (np.zeros(num_experts + 1, dtype=np.int64) for _ in range(2))
     rest[:-1] = np.cumsum(load[::-1])[::-1]
-    pieces, piece_count = _replica_loads(load, min_count, max_count)
+    min_left[:-1] = np.cumsum(min_count[::-1])[::-1]
+    pieces, piece_count = _replica_loads(load, min_count, max_count, 1)
+    levels = int(np.max(max_count - min_count, initial=0)) + 1 if by_spare else 1
+    if levels > 1 and int(np.sum(piece_count ** 2)) * levels <= MAX_PAIR_TABLE:
+        pieces, piece_count = _replica_loads(load, min_count, max_count, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)
-    return SearchTables(load, min_count, max_count, rest, pieces, piece_count, pairs,
+    return SearchTables(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs,
                         pair_count, num_gpus, slots)
 
 
@@ -395,53 +428,66 @@ def search(tables: SearchTables, cap: int, failed, deadline: float):
     gpu_id[0] = np.arange(num_gpus)
     placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
     work = np.zeros(2, dtype=np.int64)
-    status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.pieces,
-                     tables.piece_count, tables.pairs, tables.pair_count, cap, tables.slots,
-                     gpu_load, gpu_used, gpu_id, placed, failed, new_shortfall_memo(), work,
-                     deadline)
+    status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.min_left,
+                     tables.pieces, tables.piece_count, tables.pairs, tables.pair_count, cap,
+                     tables.slots, gpu_load, gpu_used, gpu_id, placed, failed,
+                     new_shortfall_memo(), work, deadline)
     return status, placed, int(work[0])
 
 
-def _replica_loads(load: np.ndarray, min_count: np.ndarray, max_count: np.ndarray):
-    """(pieces [E + 1, K], piece_count [E + 1]): row d holds, sorted and without repeats,
-    every replica load load[e] // c of experts e >= d, min_count[e] <= c <= max_count[e]."""
+def _replica_loads(load: np.ndarray, min_count: np.ndarray, max_count: np.ndarray,
+                   levels: int):
+    """(pieces [E + 1, levels, K], piece_count [E + 1, levels]): row (d, x) holds, sorted
+    and without repeats, every replica load load[e] // c of experts e >= d with
+    min_count[e] <= c <= max_count[e] and, below the last level, c <= min_count[e] + x
+    (x replicas beyond the fewest are all a state with x spare slots can give one expert)."""
     num_experts = load.shape[0]
-    each = [load[e] // np.arange(min_count[e], max_count[e] + 1) for e in range(num_experts)]
-    rows = [np.unique(np.concatenate(each[d:])) for d in range(num_experts)]
-    rows.append(np.zeros(0, dtype=np.int64))
-    pieces = np.zeros((num_experts + 1, max(1, max(len(row) for row in rows))), dtype=np.int64)
-    piece_count = np.array([len(row) for row in rows], dtype=np.int64)
+    tops = [np.minimum(max_count, min_count + x) for x in range(levels - 1)] + [max_count]
+    rows = [[np.zeros(0, dtype=np.int64)] * levels]
+    for e in range(num_experts - 1, -1, -1):
+        rows.insert(0, [np.union1d(below, load[e] // np.arange(min_count[e], top[e] + 1))
+                        for below, top in zip(rows[0], tops)])
+    width = max(1, max(len(values) for row in rows for values in row))
+    pieces = np.zeros((num_experts + 1, levels, width), dtype=np.int64)
+    piece_count = np.zeros((num_experts + 1, levels), dtype=np.int64)
     for d, row in enumerate(rows):
-        pieces[d, :len(row)] = row
+        for x, values in enumerate(row):
+            pieces[d, x, :len(values)] = values
+            piece_count[d, x] = len(values)
     return pieces, piece_count
 
 
 def _pair_sums(pieces: np.ndarray, piece_count: np.ndarray):
-    """(pairs [E + 1, K2], pair_count [E + 1]): row d, sorted and without repeats, every sum
-    of two of row d's replica loads (repeats allowed); rows are left empty (count 0, no
-    check) where the table would pass MAX_PAIR_TABLE entries."""
-    rows = len(piece_count)
+    """(pairs [E + 1, levels, K2], pair_count [E + 1, levels]): row (d, x), sorted and
+    without repeats, every sum of two of row (d, x)'s replica loads (repeats allowed); rows
+    are left empty (count 0, no check) where the table would pass MAX_PAIR_TABLE entries."""
+    rows, levels = piece_count.shape
     if int(np.sum(piece_count.astype(np.int64) ** 2)) > MAX_PAIR_TABLE:
-        return np.zeros((rows, 1), dtype=np.int64), np.zeros(rows, dtype=np.int64)
-    widest = int(piece_count[0]) * (int(piece_count[0]) + 1) // 2
+        return (np.zeros((rows, levels, 1), dtype=np.int64),
+                np.zeros((rows, levels), dtype=np.int64))
+    widest = int(piece_count[0].max()) * (int(piece_count[0].max()) + 1) // 2
     return _pair_sum_rows(pieces, piece_count, max(1, widest))
 
 
 @njit(cache=True)
 def _pair_sum_rows(pieces, piece_count, width):
-    """The rows of `_pair_sums`, last first: row d is row d + 1 merged with the sums that
-    take one of the values row d adds (row d's values include row d + 1's)."""
-    rows = piece_count.shape[0]
-    pairs = np.zeros((rows, width), dtype=np.int64)
-    pair_count = np.zeros(rows, dtype=np.int64)
-    for d in range(rows - 2, -1, -1):
-        values, below = pieces[d, :piece_count[d]], pieces[d + 1, :piece_count[d + 1]]
-        added = values
-        if below.shape[0] > 0:
-            inside = np.minimum(np.searchsorted(below, values), below.shape[0] - 1)
-            added = values[below[inside] != values]
-        sums = np.unique((added.reshape(-1, 1) + values.reshape(1, -1)).ravel())
-        pair_count[d] = _merge_unique(pairs[d + 1, :pair_count[d + 1]], sums, pairs[d])
+    """The rows of `_pair_sums`, last first at each level: row (d, x) is row (d + 1, x)
+    merged with the sums that take one of the values row (d, x) adds (its values include
+    row (d + 1, x)'s)."""
+    rows, levels = piece_count.shape
+    pairs = np.zeros((rows, levels, width), dtype=np.int64)
+    pair_count = np.zeros((rows, levels), dtype=np.int64)
+    for x in range(levels):
+        for d in range(rows - 2, -1, -1):
+            values = pieces[d, x, :piece_count[d, x]]
+            below = pieces[d + 1, x, :piece_count[d + 1, x]]
+            added = values
+            if below.shape[0] > 0:
+                inside = np.minimum(np.searchsorted(below, values), below.shape[0] - 1)
+                added = values[below[inside] != values]
+            sums = np.unique((added.reshape(-1, 1) + values.reshape(1, -1)).ravel())
+            pair_count[d, x] = _merge_unique(pairs[d + 1, x, :pair_count[d + 1, x]], sums,
+                                             pairs[d, x])
     return pairs, pair_count
 
 
