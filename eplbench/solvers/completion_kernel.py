@@ -393,12 +393,12 @@ class SearchTables(NamedTuple):
 
 
 def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray | None = None,
-            max_count: np.ndarray | None = None, by_spare: bool = True) -> SearchTables:
+            max_count: np.ndarray | None = None) -> SearchTables:
     """The tables for `search` on one problem. load: [E] int64 scaled, non-increasing;
     min_count, max_count: [E] the replica counts each expert may have (default 1 and
     G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each).
-    by_spare: piece tables per number of replicas a state can spare (`_replica_loads`;
-    fewer nodes, and several times the build time, which short searches may not repay)."""
+    The piece tables have one level per number of replicas a state can spare
+    (`_replica_loads`), unless the pair tables would then pass MAX_PAIR_TABLE entries."""
     num_experts = load.shape[0]
     widest = num_gpus * slots - num_experts + 1
     min_count = np.ones(num_experts, np.int64) if min_count is None else min_count
@@ -409,7 +409,7 @@ def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray |
     rest[:-1] = np.cumsum(load[::-1])[::-1]
     min_left[:-1] = np.cumsum(min_count[::-1])[::-1]
     pieces, piece_count = _replica_loads(load, min_count, max_count, 1)
-    levels = int(np.max(max_count - min_count, initial=0)) + 1 if by_spare else 1
+    levels = int(np.max(max_count - min_count, initial=0)) + 1
     if levels > 1 and int(np.sum(piece_count ** 2)) * levels <= MAX_PAIR_TABLE:
         pieces, piece_count = _replica_loads(load, min_count, max_count, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)

@@ -108,7 +108,7 @@ def _repack_gpus(weight, phy2log, topology: Topology, gpus: list[int], ceiling: 
     if items is None:
         return None
     experts, load, min_count, max_count, scale = items
-    tables = kernel.prepare(load, len(gpus), slots, min_count, max_count, by_spare=False)
+    tables = kernel.prepare(load, len(gpus), slots, min_count, max_count)
     failed = kernel.new_failed_map()
     high = math.ceil(ceiling * scale) - 1
     low = -(-int(load.sum()) // len(gpus))
