@@ -12,6 +12,14 @@ cap and its free slots, and a GPU in the same (load, used) state as the one befo
 taking no more than that one (symmetry).
 placed[d, gpu] records, along the current path, the replicas of expert d on each GPU.
 
+Every open GPU must end within the spare room (the open GPUs' room less the load left) of
+cap. `_gpu_fillable` checks that one GPU can: its free slots hold at most the largest
+experts left, and one to three free slots must hold replica loads whose sum lands in that
+window. The replica loads are those still possible: a state with x slots beyond the fewest
+its experts need gives no expert more than x replicas beyond its own fewest, so the piece
+tables have one level per x (`_replica_loads`). Each GPU's options for expert d's count
+are checked once (`_prepare_spread`), not again in every spread of the GPUs before it.
+
 `failed` maps a packed state (depth, replicas per GPU, then loads per GPU) to the largest
 cap it was proven infeasible for; a state fails for every cap at or below that. It keeps
 at most MAX_FAILED states (memory), which costs repeated work, never a wrong answer.
@@ -36,7 +44,7 @@ ENTER, NEXT, BACK = 0, 1, 2
 KEY_GPUS = 8
 MAX_SLOTS_PER_GPU = 63
 KEY_TYPE = types.UniTuple(types.int64, KEY_GPUS + 1)
-# the most entries of the table of pair sums of replica loads (one row per depth)
+# the most entries of the tables of pair sums of replica loads (one row per depth and level)
 MAX_PAIR_TABLE = 2_000_000
 # search nodes between two clock readings
 CHECK_EVERY = 1 << 16
@@ -54,8 +62,8 @@ def new_failed_map():
 
 
 def new_shortfall_memo():
-    """An empty `_gpu_fillable` memo: rows (room, depth x 4 + free slots, shortfall), room -1
-    when empty."""
+    """An empty `_gpu_fillable` memo: rows (room, tag, shortfall), tag = (depth x levels +
+    level) x 4 + free slots, room -1 when empty."""
     memo = np.zeros((MEMO_SIZE, 3), dtype=np.int64)
     memo[:, 0] = -1
     return memo
@@ -377,7 +385,9 @@ class SearchTables(NamedTuple):
     load: [E] int64 scaled loads, non-increasing; min_count, max_count: [E] int64 the
     replica counts each expert may have; rest: [E + 1] load of experts d.. on; min_left:
     [E + 1] the fewest replicas experts d.. on can have (sum of min_count);
-    pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`."""
+    pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`;
+    shortfalls: the memo of `_gpu_fillable` (`new_shortfall_memo`; it holds for every cap,
+    so the searches on one problem share it)."""
 
     load: np.ndarray
     min_count: np.ndarray
@@ -388,6 +398,7 @@ class SearchTables(NamedTuple):
     piece_count: np.ndarray
     pairs: np.ndarray
     pair_count: np.ndarray
+    shortfalls: np.ndarray
     num_gpus: int
     slots: int
 
@@ -414,7 +425,7 @@ def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray |
         pieces, piece_count = _replica_loads(load, min_count, max_count, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)
     return SearchTables(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs,
-                        pair_count, num_gpus, slots)
+                        pair_count, new_shortfall_memo(), num_gpus, slots)
 
 
 def search(tables: SearchTables, cap: int, failed, deadline: float):
@@ -431,7 +442,7 @@ def search(tables: SearchTables, cap: int, failed, deadline: float):
     status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.min_left,
                      tables.pieces, tables.piece_count, tables.pairs, tables.pair_count, cap,
                      tables.slots, gpu_load, gpu_used, gpu_id, placed, failed,
-                     new_shortfall_memo(), work, deadline)
+                     tables.shortfalls, work, deadline)
     return status, placed, int(work[0])
 
 
