@@ -117,6 +117,29 @@ def test_count_moves_never_worsen_and_keep_placements_valid(within_nodes):
         moved += after.max_load[0] < before.max_load[0]
     assert moved > 0, "count moves lower some layer below re-splits alone"
 
+
+def test_a_descended_start_goes_straight_to_the_kicks():
+    """descended=True skips the first descent: without kicks the start comes back as it
+    is (where the same call without the flag lowers it); with kicks the result is valid,
+    hierarchical and no worse than the start."""
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.local_search import improve_placement
+
+    lowered = 0
+    for instance in eb.load_instances("small")[:6]:
+        topo, row = instance.topology, instance.weight[0]
+        start = deepseek_placement(row, topo, eb.Policy.HIERARCHICAL)
+        kept = improve_placement(row, start, topo, True, time_limit=10, descended=True)
+        assert np.array_equal(kept, start), instance.id
+        descended = improve_placement(row, start, topo, True, time_limit=10)
+        kicked = improve_placement(row, start, topo, True, time_limit=0.2, kicks=True,
+                                   descended=True)
+        before, after, plain = (eb.check(instance.weight[:1], p[None, :], topo)
+                                for p in (start, kicked, descended))
+        assert after.max_load[0] <= before.max_load[0] and after.respects_hierarchy
+        lowered += plain.max_load[0] < before.max_load[0]
+    assert lowered > 0, "a plain descent lowers some of these starts"
+
 def _pair_split_highs(gpu_loads, a, b):
     """Every larger half of a re-split of GPUs a and b (lists of replica loads), S + S."""
     pool = gpu_loads[a] + gpu_loads[b]

@@ -31,6 +31,7 @@ import numpy as np
 from eplbench.problem import Topology
 from eplbench.solvers import completion_kernel as kernel
 from eplbench.solvers.bounds import count_free_bound
+from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.pairs import solve_pairs
 
 # the most GPUs the search takes on: beyond, on medium-cut (8 GPUs), the joint model alone
@@ -134,7 +135,9 @@ def _solve_in_closed_form(weight, topology: Topology, incumbent: np.ndarray):
 
 
 def _scaled_max_load(weight, phy2log, topology: Topology, scale: int) -> int:
-    """The placement's max GPU load in tokens x scale (exact: counts divide scale)."""
-    counts = np.bincount(phy2log, minlength=len(weight))
-    per_gpu = phy2log.reshape(topology.num_gpus, topology.slots_per_gpu)
-    return max(sum(int(weight[e]) * scale // int(counts[e]) for e in gpu) for gpu in per_gpu)
+    """The placement's max GPU load, as the checker scores it, in tokens x scale (exact:
+    every replica count divides scale)."""
+    scaled = layer_max_load(weight, phy2log, topology) * scale
+    if scaled.denominator != 1:
+        raise AssertionError(f"a max load of {scaled / scale} is not a multiple of 1/{scale}")
+    return int(scaled)
