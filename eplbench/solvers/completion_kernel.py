@@ -330,10 +330,10 @@ def _prepare_spread(d, level, replica, spare, rest, cap, slots, loads, used, pie
     """Row d's spread tables for replicas of load `replica`, per GPU i in row d's order:
     fits[d, i, k] whether taking k replicas leaves it full or still fillable
     (`_gpu_fillable` with row d's spare and the next state's level: cut once here, not in
-    every spread of the GPUs
-    before it); take[d, i] the most it can take; and suffix sums over GPUs i.. of the most
-    and the fewest they can take and of the room they have (open GPUs). False as soon as
-    one GPU fits no number of them (the tables are then left unfinished)."""
+    every spread of the GPUs before it); take[d, i] the most it can take; and suffix sums
+    over GPUs i.. of the most and the fewest they can take and of the room they have (open
+    GPUs). False as soon as one GPU fits no number of them (the tables are then left
+    unfinished). A GPU in the same state as the next one copies its row."""
     num_gpus = loads.shape[0]
     takes_after[d, num_gpus] = fewest_after[d, num_gpus] = room_after[d, num_gpus] = 0
     for i in range(num_gpus - 1, -1, -1):
