@@ -108,11 +108,10 @@ def _level(free_slots, depth, min_left, levels):
 
 
 @njit(cache=True)
-def _fillable(depth, level, loads, used, rest, cap, slots, pieces, piece_count, pairs,
+def _fillable(depth, level, spare, loads, used, rest, cap, slots, pieces, piece_count, pairs,
               pair_count, shortfalls) -> bool:
-    """The open GPUs' room covers the load left, and each open GPU can be filled to within
-    the total spare room (`_gpu_fillable`)."""
-    spare = _spare(depth, loads, used, rest, cap, slots)
+    """The open GPUs' room covers the load left (spare: `_spare`), and each open GPU can be
+    filled to within that spare room (`_gpu_fillable`)."""
     if spare < 0:
         return False
     for i in range(loads.shape[0]):
@@ -192,15 +191,14 @@ def _largest_at_most(values, high):
 
 
 @njit(cache=True)
-def _count_range(d, load, min_count, max_count, rest, min_left, cap, slots, loads, used,
-                 pieces, piece_count, pairs, pair_count, shortfalls):
-    """(low, high): the replica counts expert d may take on row d's state, within
-    min_count[d]..max_count[d] (low > high when the state is infeasible)."""
+def _count_range(d, free, spare, load, min_count, max_count, rest, min_left, cap, slots,
+                 loads, used, pieces, piece_count, pairs, pair_count, shortfalls):
+    """(low, high): the replica counts expert d may take on row d's state, with `free`
+    slots left and `spare` room (`_spare`), within min_count[d]..max_count[d] (low > high
+    when the state is infeasible)."""
     num_experts, num_gpus = load.shape[0], loads.shape[0]
     room = -1
-    free = num_gpus * slots
     for i in range(num_gpus):
-        free -= used[i]
         if used[i] < slots:
             room = max(room, cap - loads[i])
     if room < 0 or (room == 0 and rest[d] > 0):
@@ -216,8 +214,9 @@ def _count_range(d, load, min_count, max_count, rest, min_left, cap, slots, load
         if e == d:
             needed_here = need
     level = _level(free, d, min_left, pieces.shape[1])
-    if needed_total > free or not _fillable(d, level, loads, used, rest, cap, slots, pieces,
-                                                 piece_count, pairs, pair_count, shortfalls):
+    if needed_total > free or not _fillable(d, level, spare, loads, used, rest, cap, slots,
+                                            pieces, piece_count, pairs, pair_count,
+                                            shortfalls):
         return 1, 0
     high = min(max_count[d], free - (needed_total - needed_here))
     return (free if d == num_experts - 1 else needed_here), high
@@ -256,8 +255,11 @@ def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pai
             if i < 0:
                 # the cheap checks first; a state they cut is not remembered (most states
                 # are cut here, and a lookup or an entry in `failed` costs more)
-                low, count_high[d] = _count_range(d, load, min_count, max_count, rest, min_left,
-                                                  cap, slots, gpu_load[d], gpu_used[d], pieces,
+                free_slots[d] = num_gpus * slots - np.sum(gpu_used[d])
+                spare[d] = _spare(d, gpu_load[d], gpu_used[d], rest, cap, slots)
+                low, count_high[d] = _count_range(d, free_slots[d], spare[d], load, min_count,
+                                                  max_count, rest, min_left, cap, slots,
+                                                  gpu_load[d], gpu_used[d], pieces,
                                                   piece_count, pairs, pair_count,
                                                   shortfalls)
                 if (low > count_high[d]
@@ -265,8 +267,6 @@ def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pai
                     mode = BACK
                     continue
                 count[d] = low - 1
-                spare[d] = _spare(d, gpu_load[d], gpu_used[d], rest, cap, slots)
-                free_slots[d] = num_gpus * slots - np.sum(gpu_used[d])
             elif (left[d, i] > takes_after[d, i] or left[d, i] < fewest_after[d, i]
                   or room[d, i] + room_after[d, i] - left[d, i] * replica[d] < rest[d + 1]):
                 mode = BACK
