@@ -126,8 +126,7 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: fl
 def _solve_in_closed_form(weight, topology: Topology, incumbent: np.ndarray):
     """(phy2log, ub, lb) with ub == lb, through `pairs.solve_pairs` (S <= 2)."""
     best = np.asarray(incumbent, dtype=np.int64)
-    scale = count_scale(len(weight), topology.num_replicas)
-    upper = Fraction(_scaled_max_load(weight, best, topology, scale), scale)
+    upper = layer_max_load(weight, best, topology)
     found = solve_pairs(weight, topology, upper)
     if found is not None:
         best, upper = found
