@@ -8,6 +8,9 @@ The stable Python API of SPEC 9:
     phy2log, log2phy, logcnt = h(weight, 288, 8, 4, 32)
     ev = eb.check(weight, phy2log, topo)
     instances = eb.load_instances("small")
+    results = eb.solve(weight, topo, policy="hierarchical", time_limit=10.0)
+
+`solve` and `list_solvers` load the solvers (OR-Tools, numba) on first use only.
 """
 
 from eplbench.checker import Evaluation, check, check_output
@@ -22,6 +25,16 @@ __version__ = "0.1.0"
 __all__ = [
     "BadInput", "EplbenchError", "Evaluation", "Heuristic", "Instance", "InvalidPlacement",
     "Policy", "Topology", "check", "check_output", "evaluate", "evaluate_stage1",
-    "evaluate_stage2", "list_heuristics", "list_instance_sets", "load_heuristic",
-    "load_instances",
+    "evaluate_stage2", "list_heuristics", "list_instance_sets", "list_solvers",
+    "load_heuristic", "load_instances", "solve",
 ]
+
+
+def __getattr__(name: str):
+    """`solve` and `list_solvers`, imported when first asked for (the solvers' imports take
+    a second or more, which the other commands need not pay)."""
+    if name in ("solve", "list_solvers"):
+        from eplbench import solvers
+
+        return getattr(solvers, name)
+    raise AttributeError(f"module 'eplbench' has no attribute {name!r}")

@@ -13,7 +13,7 @@ import numpy as np
 
 from eplbench.errors import InvalidPlacement
 from eplbench.exact import scaled_slot_loads
-from eplbench.problem import Topology, as_weight_matrix
+from eplbench.problem import Policy, Topology, as_weight_matrix
 
 
 @dataclass
@@ -31,8 +31,13 @@ class Evaluation:
         respects_hierarchy: True when every layer is a hierarchical placement (SPEC 1);
             False when some layer is not or the topology has no hierarchy for these experts.
         hierarchical_layers: [L] bool, per layer.
-        colocated_replicas: number of (layer, GPU) slots holding a second or later replica
-            of an expert already on that GPU.
+        split_groups: [L] int64 groups whose experts sit on more than one node (0 where
+            the topology has no hierarchy for these experts).
+        crowded_nodes: [L] int64 nodes holding a number of groups other than
+            num_groups / num_nodes (counted where no group is split; else 0).
+        colocated_per_layer: [L] int64 slots holding a second or later replica of an
+            expert already on that GPU.
+        colocated_replicas: their sum over layers.
     """
 
     phy2log: np.ndarray
@@ -44,7 +49,13 @@ class Evaluation:
     balancedness_per_layer: np.ndarray
     respects_hierarchy: bool
     hierarchical_layers: np.ndarray
-    colocated_replicas: int
+    split_groups: np.ndarray
+    crowded_nodes: np.ndarray
+    colocated_per_layer: np.ndarray
+
+    @property
+    def colocated_replicas(self) -> int:
+        return int(self.colocated_per_layer.sum())
 
     @property
     def max_load_float(self) -> np.ndarray:
@@ -54,13 +65,29 @@ class Evaluation:
     def balancedness_layer_mean(self) -> float:
         return float(self.balancedness_per_layer.mean())
 
+    def breach(self, policy: Policy | str) -> str | None:
+        """What breaks `policy` in this placement, in words, or None if it respects it."""
+        if Policy.parse(policy) is Policy.GLOBAL or self.respects_hierarchy:
+            return None
+        broken = int((~self.hierarchical_layers).sum())
+        parts = [f"{total} group(s) span nodes" for total in [int(self.split_groups.sum())]
+                 if total]
+        parts += [f"{total} node(s) hold other than their share of groups"
+                  for total in [int(self.crowded_nodes.sum())] if total]
+        return (f"breaks the hierarchical policy in {broken} of {len(self.max_load)} "
+                f"layer(s): {', '.join(parts)} (summed over layers)")
+
 
 def check_output(weight, output, topo: Topology) -> Evaluation:
-    """Check a `rebalance_experts` return value `(phy2log, log2phy, logcnt)`."""
+    """Check a `rebalance_experts` return value: `(phy2log, log2phy, logcnt)`, or `phy2log`
+    alone (vLLM's policy returns only that; the other two are then derived from it)."""
+    if isinstance(output, np.ndarray) or hasattr(output, "detach"):
+        return check(weight, output, topo)
     if not isinstance(output, (tuple, list)) or len(output) != 3:
         kind = type(output).__name__
         size = f" of length {len(output)}" if isinstance(output, (tuple, list)) else ""
-        raise InvalidPlacement("arity", f"expected (phy2log, log2phy, logcnt), got {kind}{size}")
+        raise InvalidPlacement("arity", f"expected (phy2log, log2phy, logcnt) or phy2log "
+                                        f"alone, got {kind}{size}")
     phy2log, log2phy, logcnt = output
     return check(weight, phy2log, topo, log2phy=log2phy, logcnt=logcnt)
 
@@ -70,10 +97,12 @@ def check(weight, phy2log, topo: Topology, *, log2phy=None, logcnt=None) -> Eval
 
     Args:
         weight: [L, E] non-negative integer token counts (tensor, array or lists).
-        phy2log: [L, P] int64 tensor or array, the expert held by each slot.
+        phy2log: [L, P] integer tensor or array, the expert held by each slot.
         topo: the topology; P = topo.num_replicas.
-        log2phy: optional [L, E, X] int64, slots of each expert padded with -1.
-        logcnt: optional [L, E] int64 replica counts.
+        log2phy: optional [L, E, X] integers, slots of each expert padded with -1.
+        logcnt: optional [L, E] integer replica counts.
+        Any integer dtype is accepted (SGLang returns int32 counts) and read as int64;
+        float, bool and object dtypes are refused.
     Raises:
         InvalidPlacement: with reason arity, type, nonfinite, dtype, shape, range,
             missing_expert, logcnt_mismatch, log2phy_padding or log2phy_mismatch.
@@ -95,19 +124,23 @@ def check(weight, phy2log, topo: Topology, *, log2phy=None, logcnt=None) -> Eval
 
 
 def _int_array(name: str, value, shape) -> np.ndarray:
-    """The int64 numpy view of a tensor or array that must have `shape` (None: 3-D)."""
+    """The int64 numpy copy of an integer tensor or array that must have `shape` (None:
+    3-D); values of an unsigned dtype past int64 are out of range."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
+    if type(value) is not np.ndarray:  # noqa: E721 - subclasses (masked arrays) are refused
         raise InvalidPlacement("type", f"{name} is a {type(value).__name__}, not a tensor")
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
         raise InvalidPlacement("nonfinite", f"{name} contains NaN or infinite values")
-    if value.dtype != np.int64:
-        raise InvalidPlacement("dtype", f"{name} has dtype {value.dtype}, expected int64")
+    if not np.issubdtype(value.dtype, np.integer):
+        raise InvalidPlacement("dtype", f"{name} has dtype {value.dtype}, expected an "
+                                        "integer dtype")
     if shape is None and value.ndim != 3 or shape is not None and value.shape != shape:
         expected = "[L, E, X]" if shape is None else list(shape)
         raise InvalidPlacement("shape", f"{name} has shape {list(value.shape)}, expected {expected}")
-    return value
+    if value.dtype.kind == "u" and value.size and value.max() > np.iinfo(np.int64).max:
+        raise InvalidPlacement("range", f"{name} holds values past int64")
+    return value.astype(np.int64)
 
 
 def _expert_counts(slots: np.ndarray, num_experts: int) -> np.ndarray:
@@ -160,12 +193,15 @@ def _evaluate(weight: np.ndarray, slots: np.ndarray, counts: np.ndarray,
     mean_load = [Fraction(int(total), topo.num_gpus) for total in weight.sum(1)]
     gpu_load = np.array([[int(v) / m for v in row] for row, m in zip(gpu_scaled, scale)])
     per_layer = np.array([_ratio(mean, peak) for mean, peak in zip(mean_load, max_load)])
-    hierarchical = _hierarchical_layers(slots, weight.shape[1], topo)
+    split, crowded = _hierarchy_breaks(slots, weight.shape[1], topo)
+    hierarchical = ((split == 0) & (crowded == 0)
+                    & (topo.hierarchy_problem(weight.shape[1]) is None))
     return Evaluation(
         phy2log=slots, logcnt=counts, gpu_load=gpu_load, max_load=max_load,
         mean_load=mean_load, balancedness=_ratio(sum(mean_load), sum(max_load)),
         balancedness_per_layer=per_layer, respects_hierarchy=bool(hierarchical.all()),
-        hierarchical_layers=hierarchical, colocated_replicas=_colocated(slots, topo))
+        hierarchical_layers=hierarchical, split_groups=split, crowded_nodes=crowded,
+        colocated_per_layer=_colocated(slots, topo))
 
 
 def _ratio(mean: Fraction, peak: Fraction) -> float:
@@ -173,21 +209,26 @@ def _ratio(mean: Fraction, peak: Fraction) -> float:
     return 1.0 if peak == 0 else float(mean / peak)
 
 
-def _hierarchical_layers(slots: np.ndarray, num_experts: int, topo: Topology) -> np.ndarray:
-    """[L] bool: groups whole on nodes, num_groups / N groups per node (SPEC 1)."""
+def _hierarchy_breaks(slots: np.ndarray, num_experts: int,
+                      topo: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """([L] groups on more than one node, [L] nodes holding other than num_groups / N
+    groups, counted where no group is split); zeros where the topology has no hierarchy.
+    A layer is hierarchical (SPEC 1) when both are 0."""
     num_layers, num_slots = slots.shape
     if topo.hierarchy_problem(num_experts) is not None:
-        return np.zeros(num_layers, dtype=bool)
+        return np.zeros(num_layers, dtype=np.int64), np.zeros(num_layers, dtype=np.int64)
     group_size = num_experts // topo.num_groups
     node_of_slot = np.arange(num_slots) // topo.slots_per_node
     presence = np.zeros((num_layers, topo.num_groups, topo.num_nodes), dtype=bool)
     presence[np.arange(num_layers)[:, None], slots // group_size, node_of_slot[None, :]] = True
-    whole = presence.sum(-1) == 1
-    per_node = presence.sum(1) == topo.num_groups // topo.num_nodes
-    return whole.all(-1) & per_node.all(-1)
+    split = (presence.sum(-1) > 1).sum(-1)
+    share = topo.num_groups // topo.num_nodes
+    crowded = np.where(split == 0, (presence.sum(1) != share).sum(-1), 0)
+    return split.astype(np.int64), crowded.astype(np.int64)
 
 
-def _colocated(slots: np.ndarray, topo: Topology) -> int:
-    """Slots holding a replica of an expert that an earlier slot of the same GPU holds."""
-    by_gpu = np.sort(slots.reshape(-1, topo.slots_per_gpu), axis=1)
-    return int((by_gpu[:, 1:] == by_gpu[:, :-1]).sum())
+def _colocated(slots: np.ndarray, topo: Topology) -> np.ndarray:
+    """[L] slots holding a replica of an expert that an earlier slot of the same GPU holds."""
+    num_layers = slots.shape[0]
+    by_gpu = np.sort(slots.reshape(num_layers, topo.num_gpus, topo.slots_per_gpu), axis=-1)
+    return (by_gpu[..., 1:] == by_gpu[..., :-1]).sum((1, 2)).astype(np.int64)

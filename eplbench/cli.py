@@ -15,8 +15,8 @@ from rich.table import Table
 
 from eplbench.errors import BadInput, InvalidPlacement
 
-# tables keep their columns whole when piped (rich would wrap them at 80 columns)
-stdout = Console(width=None if sys.stdout.isatty() else 160)
+# tables keep their columns whole when piped (rich would wrap or cut them at 80 columns)
+stdout = Console(width=None if sys.stdout.isatty() else 10_000)
 stderr = Console(stderr=True)
 
 
@@ -49,6 +49,12 @@ def _split(value: str | None) -> list[str]:
 
 BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
 
+POLICY_OPTION = click.option(
+    "--policy", type=click.Choice(["global", "hierarchical"]), default=None,
+    help="The policy placements must respect, and whose optimum gaps are taken against. "
+         "Default: each instance's declared policy (hierarchical where the topology "
+         "defines it, as the engines do; else global).")
+
 
 @main.command()
 @click.option("--heuristics", "-H", help="Comma-separated built-in names, path/to/file.py "
@@ -76,8 +82,9 @@ BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
               help="Seconds per layer to solve the packing stage alone (each placement's own "
                    "replica counts), which splits gaps into hierarchy, replication and "
                    "packing in the report; 0 skips it.")
+@POLICY_OPTION
 def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown, jobs,
-        scheduler, attribution):
+        scheduler, attribution, policy):
     """Run heuristics on instance sets; per set, print balancedness, optimality gap to the
     reference values, and speed relative to the DeepSeek port.
 
@@ -93,13 +100,13 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     names = _split(heuristics) or list(BUILTINS)
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs, scheduler=scheduler,
                          attribution=attribution)
-    loaded = [(name, *_instances_and_reference(name, reference))
+    loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
     table = add_runtime_ratio(_run_resumable(names, loaded, options, out), options.baseline)
     tables, summaries = _per_set(table, loaded), []
     for (name, _, entries), mine in zip(loaded, tables):
         summaries.append((name, heuristic_summary(mine)))
-        _print_summary(summaries[-1][1], name, options.baseline)
+        _print_summary(summaries[-1][1], name, options.baseline, _policies(mine))
         if entries is None:
             stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
     table = pd.concat(tables, ignore_index=True)
@@ -111,19 +118,27 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
         from eplbench.reports.markdown import gap_table
 
         chosen = f"-H {heuristics} " if heuristics else ""
-        command = (f"eplbench run {chosen}-i {instance_sets} --repeats {repeats} "
+        declared = f"--policy {policy} " if policy else ""
+        command = (f"eplbench run {chosen}-i {instance_sets} {declared}--repeats {repeats} "
                    f"--markdown {markdown}")
         write_text_atomic(markdown, gap_table(summaries, command))
         stderr.print(f"wrote the gap table to {markdown}")
     sys.exit(0 if table.valid.all() else 1)
 
 
-def _instances_and_reference(name, reference):
-    from eplbench.instances import load_instances, reference_path
+def _policies(rows) -> str:
+    """The declared policies of a set's rows, in words ("hierarchical", "global and ...")."""
+    return " and ".join(sorted(rows.policy.unique()))
+
+
+def _instances_and_reference(name, reference, policy=None):
+    """(the set's instances with `policy` declared, if given, its reference entries)."""
+    from eplbench.instances import load_instances, reference_path, with_policy
     from eplbench.reference import read_reference
 
     path = reference or reference_path(name)
-    return load_instances(name), read_reference(path) if path else None
+    return with_policy(load_instances(name), policy), read_reference(path) if path else None
+
 
 
 def _per_set(table, loaded) -> list:
@@ -145,7 +160,7 @@ def _run_resumable(names, loaded, options, out):
 
     set_of = {instance.id: name for name, instances, _ in loaded for instance in instances}
     instances = [instance for _, group, _ in loaded for instance in group]
-    previous = previous_rows(out)
+    previous = _scored_alike(previous_rows(out), instances)
     done = frozenset(zip(previous.instance_hash, previous.heuristic) if len(previous) else ())
     heuristics = set(names) | {options.baseline}
     new_rows = []
@@ -172,6 +187,17 @@ def _run_resumable(names, loaded, options, out):
     return table[wanted].reset_index(drop=True)
 
 
+def _scored_alike(previous, instances):
+    """Earlier rows less those of these instances scored under another declared policy
+    (or before policies were declared): those are measured again."""
+    if not len(previous):
+        return previous
+    policy_of = {instance.content_hash: instance.policy for instance in instances}
+    declared = previous.instance_hash.map(policy_of)
+    scored = previous.policy if "policy" in previous else None
+    return previous[declared.isna() | (declared == scored)].reset_index(drop=True)
+
+
 def _combined(previous, new_rows):
     """Earlier rows, less those of the instances run again, then the new rows."""
     import pandas as pd
@@ -189,27 +215,55 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=stderr, transient=True)
 
 
-def _print_summary(summary, instance_set: str, baseline: str) -> None:
+def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> None:
     has_gaps = "gap_mean" in summary
-    table = Table(title=f"heuristics on {instance_set}")
+    table = Table(title=f"heuristics on {instance_set} ({policies} policy)")
     columns = ["heuristic", "valid", "balancedness mean", "min", "hierarchy"]
     columns += ["gap mean", "gap max", "ref certified"] if has_gaps else []
-    columns += ["runtime ms", f"speed vs {baseline}", "failures"]
+    columns += ["co-located", "runtime ms", f"speed vs {baseline}", "failures"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("heuristic", "failures") else "right")
+    shown = short_names(summary.heuristic)
     for row in summary.itertuples():
-        cells = [row.heuristic, f"{row.valid}/{row.instances}",
+        cells = [shown[row.heuristic], f"{row.valid}/{row.instances}",
                  _fmt(row.balancedness_mean, "{:.4f}"), _fmt(row.balancedness_min, "{:.4f}"),
                  _fmt(row.hierarchy, "{:.0%}")]
         if has_gaps:
             cells += [_fmt(row.gap_mean, "{:.3%}"), _fmt(row.gap_max, "{:.3%}"),
                       _fmt(row.certified, "{:.0%}")]
-        cells += [_fmt(row.runtime_ms, "{:.3g}"), _fmt(row.speedup, "{:.3g}x"), row.failures]
+        cells += [_fmt(row.colocated, "{:.1%}"), _fmt(row.runtime_ms, "{:.3g}"),
+                  _fmt(row.speedup, "{:.3g}x"), row.failures]
         table.add_row(*cells)
     stdout.print(table)
     if has_gaps:
-        stdout.print("gap: (max load - optimum) / optimum, summed over layers; where the "
-                     "reference is not certified, against its lower bound (an upper end).")
+        stdout.print("gap: (max load - optimum of the declared policy) / optimum, summed over "
+                     "layers, over valid instances; where the reference is not certified, "
+                     "against its lower bound (an upper end).")
+    for name, short in shown.items():
+        if short != name:
+            stdout.print(f"{short} = {name}")
+    for row in summary[summary.breach != ""].itertuples():
+        bought = (f"; its gap to the {policies} optimum: {row.breach_gap_mean:+.3%} mean "
+                  "(what breaking the policy bought)"
+                  if has_gaps and np.isfinite(row.breach_gap_mean) else "")
+        stdout.print(f"{shown[row.heuristic]}: {row.breach}{bought}; not valid here, "
+                     "ranked last")
+
+
+def short_names(names) -> dict[str, str]:
+    """Name -> what a table shows: a file spec by the shortest tail of its path that no
+    other name shares (`mine.py`, `a/mine.py`), anything else as it is."""
+    names = list(dict.fromkeys(names))
+    shown = {}
+    for name in names:
+        parts = Path(name).parts if name.endswith(".py") else (name,)
+        for size in range(1, len(parts) + 1):
+            tail = str(Path(*parts[-size:]))
+            if not any(other != name and (other == tail or other.endswith("/" + tail))
+                       for other in names):
+                break
+        shown[name] = tail
+    return shown
 
 
 def _fmt(value, pattern: str) -> str:
@@ -329,14 +383,14 @@ def report(results, out):
               help="Windows planned / solved at once in local worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the replay rows, with "
               "the hindsight gaps, as a results table (`eplbench report` reads it).")
+@POLICY_OPTION
 def replay(trace, simulate, windows, seed, window, topology, heuristics, solver, solve_time,
-           repeats, time_limit, jobs, out):
+           repeats, time_limit, jobs, out, policy):
     """Replay a load trace: each heuristic plans on window t and serves window t+1; per
     heuristic, print replay balancedness, the gap to the hindsight optimum (window t+1
     solved on its own: no planner beats it) and to the best fixed plan in hindsight."""
     from eplbench.gaps import attach_reference
     from eplbench.instances.importers import read_expert_load_json
-    from eplbench.reference import policies_for
     from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
                                  simulated_windows, window_instances)
     from eplbench.results import write_results
@@ -358,12 +412,15 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
         loads, name = read_expert_load_json(trace, window or 1), Path(trace).stem
     if len(loads) < 2:
         raise BadInput(f"{trace or name}: {len(loads)} window(s); replay needs at least 2")
-    instances = window_instances(loads, topo, name)
+    try:
+        instances = window_instances(loads, topo, name, policy)
+    except BadInput as error:
+        raise BadInput(f"{trace or name}: {error}") from None
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
     with stderr.status(f"planning on {len(instances) - 1} windows"):
         rows = add_runtime_ratio(replay_rows(_split(heuristics), instances, options),
                                  options.baseline).assign(instance_set=name)
-    policies = policies_for(instances[0], ["global", "hierarchical"])
+    policies = [instances[0].policy]
     with stderr.status("hindsight: solving every served window"):
         hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs)
         plans = {p: fixed_plan(instances[1:], hindsight, p, solver, solve_time)
@@ -373,9 +430,10 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
         write_results(table, out)
         stderr.print(f"wrote {len(table)} rows to {out}")
     summary = replay_summary(table, plans)
-    view = Table(title=f"replay of {name}: {len(instances) - 1} served windows, {topo}")
+    view = Table(title=f"replay of {name}: {len(instances) - 1} served windows, {topo}, "
+                       f"{policies[0]} policy")
     for column in ["heuristic", "valid", "replay balancedness", "gap to hindsight mean / max",
-                   "hindsight certified", "gap to best fixed plan", "planning ms"]:
+                   "hindsight certified", "gap to best fixed plan", "co-located", "planning ms"]:
         view.add_column(column, justify="left" if column == "heuristic" else "right")
     for row in summary.itertuples():
         view.add_row(row.heuristic, row.valid, _fmt(row.replay_balancedness, "{:.4f}"),
@@ -384,8 +442,12 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
                      _fmt(row.hindsight_certified, "{:.0%}"),
                      f"{_fmt(row.fixed_plan_gap_lo, '{:+.3%}')} .. "
                      f"{_fmt(row.fixed_plan_gap_hi, '{:+.3%}')}",
-                     _fmt(row.planning_ms, "{:.3g}"))
+                     _fmt(row.colocated, "{:.1%}"), _fmt(row.planning_ms, "{:.3g}"))
     stdout.print(view)
+    for row in summary[summary.breach != ""].itertuples():
+        bought = (f"; its gap to hindsight: {row.breach_gap_mean:+.3%} mean (what breaking "
+                  "the policy bought)" if np.isfinite(row.breach_gap_mean) else "")
+        stdout.print(f"{row.heuristic}: {row.breach}{bought}; not valid here, ranked last")
     sys.exit(0 if table.valid.all() else 1)
 
 
@@ -433,8 +495,9 @@ def _fraction(ctx, param, value: str) -> float:
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
               help="Instances run at once in local worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the results table.")
+@POLICY_OPTION
 def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
-         max_instance_gap_increase, max_slowdown, repeats, time_limit, jobs, out):
+         max_instance_gap_increase, max_slowdown, repeats, time_limit, jobs, out, policy):
     """Gate a heuristic change in CI (exit 0 pass, 1 fail, 2 bad input).
 
     Passes when the candidate is valid on every instance, its mean gap per set and its gap
@@ -448,7 +511,7 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
     from eplbench.results import write_results
     from eplbench.runner import RunOptions, add_runtime_ratio
 
-    loaded = [(name, *_instances_and_reference(name, reference))
+    loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
     for name, _, entries in loaded:
         if entries is None:
@@ -488,6 +551,7 @@ def bench(heuristics, baseline, repeats):
     288 slots, 32 GPUs; hierarchical 8 groups on 4 nodes, and global), one thread, calls
     interleaved; print medians and the speed ratio."""
     from eplbench.heuristics import load_heuristic
+    from eplbench.problem import Topology
     from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight, median, time_interleaved
 
     names = list(dict.fromkeys([baseline, *_split(heuristics)]))
@@ -496,15 +560,43 @@ def bench(heuristics, baseline, repeats):
     table = Table(title=f"DeepSeek-V3 shape, median of {repeats}, one thread")
     for column in ["policy", "heuristic", "median ms", f"speedup vs {baseline}"]:
         table.add_column(column, justify="right")
+    invalid = []
     for policy in ("hierarchical", "global"):
         topology = DEEPSEEK_V3_SHAPE[policy]
-        calls = {name: (lambda h=h: h(weight, *topology)) for name, h in loaded.items()}
+        broken = _invalid_outputs(loaded, weight, Topology(*topology), policy)
+        if baseline in broken:
+            raise BadInput(f"baseline {baseline}: {broken[baseline]}")
+        invalid += [(policy, name, why) for name, why in broken.items()]
+        calls = {name: (lambda h=h: h(weight, *topology)) for name, h in loaded.items()
+                 if name not in broken}
         with stderr.status(f"timing {policy}"):
             seconds = time_interleaved(calls, repeats)
-        for name in names:
+        for name in calls:
             ratio = median(seconds[baseline]) / median(seconds[name])
             table.add_row(policy, name, f"{1e3 * median(seconds[name]):.3f}", f"{ratio:.1f}x")
     stdout.print(table)
+    for policy, name, why in invalid:
+        stdout.print(f"{name} ({policy}): not timed, its output is invalid: {why}")
+    sys.exit(1 if invalid else 0)
+
+
+def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, str]:
+    """Name -> why its output on `weight` is invalid under `policy` (checked before it is
+    timed: speed means nothing for output the other commands refuse)."""
+    from eplbench.checker import check_output
+
+    broken = {}
+    for name, heuristic in loaded.items():
+        try:
+            breach = check_output(weight, heuristic(weight, *topology.as_tuple()),
+                                  topology).breach(policy)
+        except InvalidPlacement as error:
+            breach = f"{error.reason}: {error.detail}"
+        except Exception as error:  # noqa: BLE001 - a candidate that raises is reported
+            breach = f"raised {type(error).__name__}: {error}"
+        if breach:
+            broken[name] = breach
+    return broken
 
 
 @main.command()
@@ -688,8 +780,12 @@ def instances_show(instance_set):
               "(default: all records in one window).")
 @click.option("--name", default="imported", show_default=True, help="Set name (id prefix).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder to write (replaced whole).")
-def instances_import(files, topology, window, name, out):
+              help="Folder to write: a new or empty folder, or a set folder whose manifest.json "
+              "and loads.npz are replaced (other files there are kept).")
+@click.option("--force", is_flag=True, help="Also write into a non-empty folder that is not a "
+              "set, or over a set whose reference.json no longer matches (other files, the "
+              "reference included, are left as they are).")
+def instances_import(files, topology, window, name, out, force):
     """Import real load dumps (expert-load.json, .npy, .pt, .csv) as an instance set."""
     from pathlib import Path
 
@@ -705,7 +801,8 @@ def instances_import(files, topology, window, name, out):
                                   topology=topo, family="imported",
                                   params={"file": Path(path).name, "window": window or 0,
                                           "index": index}))
-    save_set(out, name, items)
+    save_set(out, name, items, force=force,
+             on_warning=lambda message: click.echo(f"eplbench: warning: {message}", err=True))
     click.echo(f"wrote {len(items)} instances to {out}")
 
 
@@ -722,8 +819,13 @@ def instances_import(files, topology, window, name, out):
 @click.option("--topology", default="20,4,2,4", show_default=True,
               help="num_replicas,num_groups,num_nodes,num_gpus.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder to write (replaced whole).")
-def instances_generate(set_name, family, params, seed, count, layers, experts, topology, out):
+              help="Folder to write: a new or empty folder, or a set folder whose manifest.json "
+              "and loads.npz are replaced (other files there are kept).")
+@click.option("--force", is_flag=True, help="Also write into a non-empty folder that is not a "
+              "set, or over a set whose reference.json no longer matches (other files, the "
+              "reference included, are left as they are).")
+def instances_generate(set_name, family, params, seed, count, layers, experts, topology, out,
+                       force):
     """Write an instance set folder (manifest.json + loads.npz): a named set, or `count`
     draws of one family. The same command always writes the same bytes."""
     from eplbench.instances import Instance, save_set
@@ -742,7 +844,8 @@ def instances_generate(set_name, family, params, seed, count, layers, experts, t
         items = [Instance(id=f"{family}/{seed + index:06d}", topology=topo, family=family,
                           weight=generate(family, seed + index, layers, experts, **values),
                           params=values, seed=seed + index) for index in range(count)]
-    save_set(out, name, items)
+    save_set(out, name, items, force=force,
+             on_warning=lambda message: click.echo(f"eplbench: warning: {message}", err=True))
     click.echo(f"wrote {len(items)} instances of {name} to {out}")
 
 

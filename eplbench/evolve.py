@@ -1,155 +1,192 @@
-"""An OpenEvolve-style evaluator: `evaluate(program_path) -> dict` with `combined_score`.
+"""An OpenEvolve-style evaluator: `evaluate(program) -> dict` with `combined_score`.
 
-The program is a file defining `rebalance_experts` with the engines' signature. It runs in
-the sandbox (one thread, `TIME_LIMIT` seconds per call) with the DeepSeek port beside it,
-timed interleaved, and every placement goes through the checker.
+The program is a file defining `rebalance_experts` with the engines' signature (or a
+built-in name, or `pkg.module:function`). It runs in the sandbox (its own process, one
+thread, `TIME_LIMIT` seconds per call) beside the `deepseek_fast` yardstick, timed
+interleaved, and every placement goes through the checker under each instance's declared
+policy (hierarchical on every set used here), or the `policy` given.
 
-- `evaluate_stage1`: validity and speed on the `tiny` set. combined_score = speed score.
-- `evaluate_stage2`: gaps to the reference values on `small` and `medium-cut`, and replay
-  balancedness on a drifting simulated trace. combined_score = gap score x speed score.
+- `evaluate_stage1`: validity on the `tiny` set, speed on the DeepSeek-V3 shape.
+  combined_score = speed score.
+- `evaluate_stage2`: gaps to the reference values on `small`, `medium-cut` and
+  `deepseek-v3-cut`, replay balancedness on a drifting routing-simulator trace of the
+  DeepSeek-V3 topology, and speed. combined_score = gap score x replay balancedness x
+  speed score.
 - `evaluate`: stage 1, then stage 2 if stage 1 passed.
 
-Scores: gap score = 1 / (1 + mean gap / 1%) (1 at the optimum, 0.5 at a 1% mean gap);
-speed score = 1 when the program is no slower than the DeepSeek port, else
-(port time / program time) ** 0.25. Any failure (the file does not load, a call raises,
-times out or crashes, an output breaks the contract, on any instance) returns
-combined_score 0.0 and an `error` saying what failed where, never a score averaged with the
-instances that worked.
+Scores (docs/openevolve.md):
+- gap score = 1 / (1 + mean gap / 1%): 1 at the optimum, 0.5 at a 1% mean gap;
+- speed score = (s / (1 + s)) ** 0.25 with s = `deepseek_fast` time / program time (the
+  program's speedup, geometric mean over rounds): 0.84 at the yardstick's speed, rising
+  towards 1 for faster programs, 0.55 at 10x slower;
+- any failure (the program does not load, a call raises, times out or crashes, an output
+  breaks the contract or the declared policy, on any instance) returns combined_score 0.0,
+  validity 0.0 and an `error` saying what failed where, never a score averaged with the
+  instances that worked; so a program that breaks the policy ranks below every valid one.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 from eplbench.errors import BadInput
 
 TIME_LIMIT = 5.0
+BASELINE = "deepseek_fast"
 STAGE1_SETS = ["tiny"]
-STAGE2_SETS = ["small", "medium-cut"]
-# the replay trace: routing-simulator windows (layers x experts) on the topology below
-REPLAY_SHAPE = {"num_layers": 2, "num_experts": 16, "num_windows": 4, "seed": 7}
-# global (one node): with group-limited routing on 2 nodes, the node split decides the peak
-# and every heuristic replays alike
-REPLAY_TOPOLOGY = (24, 1, 1, 4)
+STAGE2_SETS = ["small", "medium-cut", "deepseek-v3-cut"]
+# the replay trace: routing-simulator windows of the DeepSeek-V3 model on its topology
+REPLAY_SHAPE = {"num_layers": 4, "num_experts": 256, "num_windows": 5, "seed": 7,
+                "groups": 8, "topk_groups": 4, "top_k": 8}
+REPLAY_TOPOLOGY = (288, 8, 4, 32)
 GAP_UNIT = 0.01
 SPEED_EXPONENT = 0.25
+REPEATS = 3
 WORST = 0.0
 
 
-def evaluate(program_path: str) -> dict:
+def evaluate(program: str, policy: str | None = None) -> dict:
     """Stage 1, then stage 2 when stage 1 passed (its metrics merged in)."""
-    first = evaluate_stage1(program_path)
+    first = evaluate_stage1(program, policy)
     if "error" in first:
         return first
-    return {**first, **evaluate_stage2(program_path)}
+    return {**first, **evaluate_stage2(program, policy)}
 
 
-def evaluate_stage1(program_path: str) -> dict:
-    """Validity and the runtime ratio to the DeepSeek port on the tiny set."""
-    table, failure = _run(program_path, STAGE1_SETS)
-    if failure:
-        return failure
-    ratio = _runtime_ratio(table, program_path)
-    return {"combined_score": _speed_score(ratio), "validity": 1.0, "runtime_ratio": ratio}
+def evaluate_stage1(program: str, policy: str | None = None) -> dict:
+    """Validity on the tiny set and the speedup over `deepseek_fast` on the V3 shape."""
+    try:
+        _run(program, _sets(STAGE1_SETS, policy))
+        speedup = _speedup(program, policy)
+    except _Failed as failed:
+        return failed.failure
+    return {"combined_score": speed_score(speedup), "validity": 1.0, "speedup": speedup}
 
 
-def evaluate_stage2(program_path: str) -> dict:
-    """Mean and max gap on the reference sets, replay balancedness, runtime ratio."""
+def evaluate_stage2(program: str, policy: str | None = None) -> dict:
+    """Mean and max gap on the reference sets, replay balancedness, speedup."""
     from eplbench.gaps import instance_gaps
 
-    table, failure = _run(program_path, STAGE2_SETS)
-    if failure:
-        return failure
+    try:
+        table = _run(program, _sets(STAGE2_SETS, policy))
+        replay = _replay_balancedness(program, policy)
+        speedup = _speedup(program, policy)
+    except _Failed as failed:
+        return failed.failure
     gaps = instance_gaps(table)
-    mine = gaps[gaps.heuristic == program_path].gap_hi
-    replay, failure = _replay_balancedness(program_path)
-    if failure:
-        return failure
-    ratio = _runtime_ratio(table, program_path)
+    mine = gaps[gaps.heuristic == program].gap_hi
     mean_gap = float(mine.mean())
-    return {"combined_score": _speed_score(ratio) / (1 + mean_gap / GAP_UNIT),
-            "validity": 1.0, "mean_gap": mean_gap, "max_gap": float(mine.max()),
-            "replay_balancedness": replay, "runtime_ratio": ratio}
+    return {"combined_score": combined_score(mean_gap, replay, speedup), "validity": 1.0,
+            "mean_gap": mean_gap, "max_gap": float(mine.max()),
+            "replay_balancedness": replay, "speedup": speedup}
 
 
-def _run(program_path: str, sets: list[str]):
-    """(results table with gaps, None) or (None, failure dict)."""
-    import pandas as pd
+def combined_score(mean_gap: float, replay_balancedness: float, speedup: float) -> float:
+    """Stage 2's score: gap score x replay balancedness x speed score (module docstring)."""
+    return replay_balancedness * speed_score(speedup) / (1 + mean_gap / GAP_UNIT)
 
-    from eplbench.gaps import attach_reference
-    from eplbench.instances import load_instances, reference_path
-    from eplbench.reference import read_reference
-    from eplbench.runner import RunOptions, add_runtime_ratio, run_heuristics
 
-    if not Path(program_path).is_file():
-        return None, _failure(f"{program_path}: no such file")
-    options = RunOptions(repeats=3, time_limit=TIME_LIMIT)
-    tables = []
-    for name in sets:
-        try:
-            rows = run_heuristics([program_path], load_instances(name), options,
-                                  on_unit=partial(_stop_at_failure, program_path))
-        except (BadInput, _Failed) as error:
-            return None, error.failure if isinstance(error, _Failed) else _failure(str(error))
-        tables.append(attach_reference(add_runtime_ratio(rows, options.baseline),
-                                       read_reference(reference_path(name))))
-    return pd.concat(tables, ignore_index=True), None
+def speed_score(speedup: float) -> float:
+    """(s / (1 + s)) ** 0.25 for a speedup s over the yardstick: in (0, 1), rising with s."""
+    return float((speedup / (1 + speedup)) ** SPEED_EXPONENT)
 
 
 class _Failed(Exception):
-    """Raised from the runner's callback at the first instance the program fails on."""
+    """The evaluation's result when the program failed somewhere: the worst score."""
 
-    def __init__(self, failure: dict):
-        super().__init__(failure["error"])
-        self.failure = failure
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.failure = {"combined_score": WORST, "validity": 0.0, "error": error}
 
 
-def _stop_at_failure(program_path: str, instance, rows: list[dict]) -> None:
+def _options(repeats: int = 1):
+    from eplbench.runner import RunOptions
+
+    return RunOptions(repeats=repeats, time_limit=TIME_LIMIT, baseline=BASELINE)
+
+
+def _sets(names: list[str], policy: str | None) -> list[tuple[str, list]]:
+    """(set name, its instances with `policy` declared) for each set."""
+    from eplbench.instances import load_instances, with_policy
+
+    return [(name, with_policy(load_instances(name), policy)) for name in names]
+
+
+def _checked_program(program: str) -> None:
+    """_Failed for a program that names nothing (a missing file, an unknown name)."""
+    from eplbench.heuristics import spec_kind
+
+    try:
+        spec_kind(program)
+    except BadInput as error:
+        raise _Failed(str(error)) from None
+
+
+def _run(program: str, sets: list[tuple[str, list]]):
+    """The results table of the program (and the yardstick) on every set, gaps attached;
+    _Failed at the first instance the program fails on."""
     import pandas as pd
 
-    failure = _first_failure(pd.DataFrame(rows).query("heuristic == @program_path"))
-    if failure:
-        raise _Failed(failure)
+    from eplbench.gaps import attach_reference
+    from eplbench.instances import reference_path
+    from eplbench.reference import read_reference
+    from eplbench.runner import add_runtime_ratio, run_heuristics
+
+    _checked_program(program)
+    tables = []
+    for name, instances in sets:
+        try:
+            rows = run_heuristics([program], instances, _options(),
+                                  on_unit=partial(_stop_at_failure, program))
+        except BadInput as error:
+            raise _Failed(str(error)) from None
+        path = reference_path(name)
+        rows = add_runtime_ratio(rows, BASELINE)
+        tables.append(attach_reference(rows, read_reference(path)) if path else rows)
+    return pd.concat(tables, ignore_index=True)
 
 
-def _replay_balancedness(program_path: str):
+def _stop_at_failure(program: str, instance, rows: list[dict]) -> None:
+    import pandas as pd
+
+    _raise_first_failure(pd.DataFrame(rows).query("heuristic == @program"))
+
+
+def _raise_first_failure(rows) -> None:
+    bad = rows[~rows.valid]
+    if not bad.empty:
+        row = bad.iloc[0]
+        raise _Failed(f"{row.reason} on {row.instance}: {row.detail}")
+
+
+def _speedup(program: str, policy: str | None) -> float:
+    """deepseek_fast time / program time on the DeepSeek-V3 shape (58 x 256 log-normal
+    loads, 288 slots, 8 groups, 4 nodes, 32 GPUs), geometric mean over timed rounds."""
+    from eplbench.gate import round_log_ratios
+    from eplbench.instances import Instance
+    from eplbench.problem import Topology
+    from eplbench.runner import run_heuristics
+    from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight
+
+    shape = Instance(id="deepseek-v3-shape", weight=deepseek_v3_weight().numpy(),
+                     topology=Topology(*DEEPSEEK_V3_SHAPE["hierarchical"]), policy=policy)
+    rows = run_heuristics([program], [shape], _options(REPEATS),
+                          on_unit=partial(_stop_at_failure, program))
+    return float(np.exp(-round_log_ratios(rows, program, BASELINE).mean()))
+
+
+def _replay_balancedness(program: str, policy: str | None) -> float:
+    """Mean balancedness of the program's plans for window t served on window t + 1."""
     from eplbench.problem import Topology
     from eplbench.replay import replay_rows, simulated_windows, window_instances
     from eplbench.reports.tables import instance_summary
-    from eplbench.runner import RunOptions, add_runtime_ratio
+    from eplbench.runner import add_runtime_ratio
 
     windows = window_instances(simulated_windows(**REPLAY_SHAPE), Topology(*REPLAY_TOPOLOGY),
-                               "evaluate-replay")
-    options = RunOptions(repeats=1, time_limit=TIME_LIMIT)
-    rows = add_runtime_ratio(replay_rows([program_path], windows, options), options.baseline)
-    mine = rows[rows.heuristic == program_path]
-    failure = _first_failure(mine)
-    if failure:
-        return None, failure
-    return float(instance_summary(mine).balancedness.mean()), None
-
-
-def _first_failure(rows) -> dict | None:
-    bad = rows[~rows.valid]
-    if bad.empty:
-        return None
-    row = bad.iloc[0]
-    return _failure(f"{row.reason} on {row.instance}: {row.detail}")
-
-
-def _failure(error: str) -> dict:
-    return {"combined_score": WORST, "validity": 0.0, "error": error}
-
-
-def _runtime_ratio(table, program_path: str) -> float:
-    """Geometric mean over instances of program time / DeepSeek port time."""
-    ratios = table[table.heuristic == program_path].drop_duplicates("instance").runtime_ratio
-    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
-    return float(np.exp(np.log(ratios).mean()))
-
-
-def _speed_score(ratio: float) -> float:
-    return 1.0 if ratio <= 1 else float(ratio ** -SPEED_EXPONENT)
+                               "evaluate-replay", policy)
+    rows = add_runtime_ratio(replay_rows([program], windows, _options()), BASELINE)
+    mine = rows[rows.heuristic == program]
+    _raise_first_failure(mine)
+    return float(instance_summary(mine).balancedness.mean())

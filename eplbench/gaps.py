@@ -1,9 +1,10 @@
 """Optimality gaps of heuristics against reference values (SPEC 7).
 
-Each layer row is compared with the reference of the policy its placement respects: the
-hierarchical optimum when the placement is hierarchical and that reference exists, else the
-global optimum (a lower bound for every placement). With a certified optimum the gap is
-(h - opt) / opt; otherwise the interval [(h - ub) / ub, (h - lb) / lb].
+Each layer row is compared with the reference of its instance's declared policy (the row's
+`policy` column), whatever policy the placement happens to respect: a placement that breaks
+the declared policy is invalid, and its gap (possibly negative) shows what breaking it
+bought. With a certified optimum the gap is (h - opt) / opt; otherwise the interval
+[(h - ub) / ub, (h - lb) / lb].
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ def attach_reference(table: pd.DataFrame, entries) -> pd.DataFrame:
     """Add the GAP_COLUMNS to a results table (rows without a reference get NaN)."""
     by_key = {entry.key: entry for entry in entries}
     columns = {name: [] for name in GAP_COLUMNS}
+    has_load = "max_load_num" in table
     for row in table.itertuples():
-        entry = _reference_for(row, by_key)
+        entry = by_key.get((row.instance_hash, row.layer, row.policy))
         values = dict.fromkeys(GAP_COLUMNS, np.nan)
         global_entry = by_key.get((row.instance_hash, row.layer, "global"))
         if global_entry is not None:
@@ -32,19 +34,12 @@ def attach_reference(table: pd.DataFrame, entries) -> pd.DataFrame:
             values.update(ref_policy=entry.policy, ref_status=entry.status,
                           ref_ub_num=entry.ub.numerator, ref_ub_den=entry.ub.denominator,
                           ref_lb_num=entry.lb.numerator, ref_lb_den=entry.lb.denominator)
-            if row.valid:
+            if has_load and pd.notna(row.max_load_num):
                 load = Fraction(int(row.max_load_num), int(row.max_load_den))
                 values.update(gap_lo=_relative(load, entry.ub), gap_hi=_relative(load, entry.lb))
         for name in GAP_COLUMNS:
             columns[name].append(values[name])
     return table.assign(**columns)
-
-
-def _reference_for(row, by_key):
-    hierarchical = getattr(row, "respects_hierarchy", False) is True
-    if hierarchical and (row.instance_hash, row.layer, "hierarchical") in by_key:
-        return by_key[row.instance_hash, row.layer, "hierarchical"]
-    return by_key.get((row.instance_hash, row.layer, "global"))
 
 
 def _relative(value: Fraction, reference: Fraction) -> float:
@@ -53,22 +48,27 @@ def _relative(value: Fraction, reference: Fraction) -> float:
     return float((value - reference) / reference)
 
 
+INSTANCE_GAP_COLUMNS = ["heuristic", "instance", "valid", "certified", "gap_lo", "gap_hi"]
+
+
 def instance_gaps(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (heuristic, instance) with a reference on every layer: gap_lo, gap_hi
-    from the layer sums (SPEC 7), and certified (every layer's reference is OPTIMAL)."""
+    from the layer sums (SPEC 7), valid (every layer valid for the declared policy) and
+    certified (every layer's reference is OPTIMAL). The gaps of a placement that breaks the
+    declared policy are kept (with valid False); those of one with no loads are NaN."""
     rows = []
     for (heuristic, instance), group in table.groupby(["heuristic", "instance"], sort=False):
         if group.ref_status.isna().any():
             continue
-        row = {"heuristic": heuristic, "instance": instance,
+        row = {"heuristic": heuristic, "instance": instance, "valid": bool(group.valid.all()),
                "certified": bool((group.ref_status == "OPTIMAL").all()),
                "gap_lo": np.nan, "gap_hi": np.nan}
-        if group.valid.all():
+        if "max_load_num" in group and group.max_load_num.notna().all():
             load = _sum(group.max_load_num, group.max_load_den)
             row["gap_lo"] = _relative(load, _sum(group.ref_ub_num, group.ref_ub_den))
             row["gap_hi"] = _relative(load, _sum(group.ref_lb_num, group.ref_lb_den))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["heuristic", "instance", "certified", "gap_lo", "gap_hi"])
+    return pd.DataFrame(rows, columns=INSTANCE_GAP_COLUMNS)
 
 
 def _sum(numerators, denominators) -> Fraction:

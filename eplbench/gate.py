@@ -45,7 +45,7 @@ def verdicts(table: pd.DataFrame, candidate: str, baseline: str,
     detail)."""
     checks, failures = [], []
     for name, rows in table.groupby("instance_set", sort=False):
-        for check in (_validity, _gaps, _speed):
+        for check in (_validity, _gaps, _speed, _colocated):
             row, failed = check(rows, candidate, baseline, limits)
             checks.append({"set": name, **row})
             failures += [{"set": name, **failure} for failure in failed]
@@ -54,17 +54,40 @@ def verdicts(table: pd.DataFrame, candidate: str, baseline: str,
 
 
 def _validity(rows, candidate, baseline, limits):
+    """Every layer valid for the declared policy; a policy breach's detail gives its gap."""
     mine = rows[rows.heuristic == candidate]
     invalid = mine[~mine.valid].drop_duplicates("instance")
-    failed = [{"instance": row.instance, "check": "valid", "detail": f"{row.reason}: {row.detail}"}
+    gap_of = (instance_gaps(mine).set_index("instance").gap_hi if "ref_status" in mine
+              else pd.Series(dtype=float))
+    failed = [{"instance": row.instance, "check": "valid",
+               "detail": f"{row.reason}: {row.detail}" + _bought(gap_of.get(row.instance))}
               for row in invalid.itertuples()]
     total = mine.instance.nunique()
     return ({"check": "valid", "candidate": f"{total - len(invalid)}/{total} instances",
              "baseline": "", "limit": "all", "passed": not failed, "note": ""}, failed)
 
 
+def _bought(gap) -> str:
+    """What a placement that breaks the policy bought: its gap to the policy's optimum."""
+    return "" if gap is None or not np.isfinite(gap) else f" (its gap {gap:+.4%})"
+
+
+def _colocated(rows, candidate, baseline, limits):
+    """Not gated: the share of slots holding a second replica of an expert on its GPU."""
+    shares = {}
+    for name in (candidate, baseline):
+        mine = rows[(rows.heuristic == name) & rows.max_load.notna()] if "max_load" in rows \
+            else rows.iloc[:0]
+        shares[name] = (f"{mine.colocated_replicas.sum() / mine.num_replicas.sum():.1%}"
+                        if len(mine) else "-")
+    return ({"check": "co-located", "candidate": shares[candidate],
+             "baseline": shares[baseline], "limit": "not gated", "passed": True,
+             "note": "share of slots holding a second replica of an expert on its GPU"}, [])
+
+
 def _gaps(rows, candidate, baseline, limits):
-    gaps = instance_gaps(rows).pivot(index="instance", columns="heuristic", values="gap_hi")
+    scored = instance_gaps(rows)
+    gaps = scored[scored.valid].pivot(index="instance", columns="heuristic", values="gap_hi")
     if candidate not in gaps or baseline not in gaps:
         return ({"check": "gap", "candidate": "-", "baseline": "-", "limit": "-",
                  "passed": False, "note": "no gaps: an invalid placement or no reference"}, [])

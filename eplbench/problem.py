@@ -73,6 +73,11 @@ class Topology:
             return f"num_groups={self.num_groups} is not a multiple of num_nodes={self.num_nodes}"
         return None
 
+    def default_policy(self, num_experts: int) -> Policy:
+        """The policy a deployment of this shape requires, as the engines decide it:
+        hierarchical where the topology defines it for `num_experts`, else global."""
+        return Policy.GLOBAL if self.hierarchy_problem(num_experts) else Policy.HIERARCHICAL
+
     def validate_for(self, num_experts: int, policy: Policy | str = Policy.GLOBAL) -> None:
         """Raise BadInput if this topology cannot place `num_experts` under `policy`."""
         if self.num_replicas < num_experts:

@@ -42,10 +42,12 @@ class FixedPlan:
     ub: Fraction
 
 
-def window_instances(windows: list[np.ndarray], topology: Topology, name: str) -> list[Instance]:
-    """One instance per window ([L, E] loads), named NAME/window-NNN."""
+def window_instances(windows: list[np.ndarray], topology: Topology, name: str,
+                     policy: str | None = None) -> list[Instance]:
+    """One instance per window ([L, E] loads), named NAME/window-NNN, with `policy`
+    declared (None: the topology's default)."""
     return [Instance(id=f"{name}/window-{index:03d}", weight=np.asarray(weight, dtype=np.int64),
-                     topology=topology, family="replay")
+                     topology=topology, family="replay", policy=policy)
             for index, weight in enumerate(windows)]
 
 
@@ -118,17 +120,23 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
     rows = []
     for name, group in table.groupby("heuristic", sort=False):
         mine, windows = gaps[gaps.heuristic == name], per_window[per_window.heuristic == name]
-        hierarchical = group.valid.all() and group.respects_hierarchy.all()
-        plan = plans.get("hierarchical" if hierarchical else "global")
+        plan = plans.get(group.policy.iloc[0])
+        valid = mine[mine.valid]
         load = sum((Fraction(int(n), int(d)) for n, d in
                     zip(group.max_load_num, group.max_load_den)), Fraction(0))
         fixed = ((float((load - plan.ub) / plan.ub), float((load - plan.lb) / plan.lb))
                  if plan is not None and group.valid.all() else (np.nan, np.nan))
+        breaches = windows[windows.reason == "policy"].detail
         rows.append({"heuristic": name, "valid": f"{windows.valid.sum()}/{len(windows)}",
                      "replay_balancedness": windows.balancedness.mean(),
-                     "hindsight_gap_mean": mine.gap_hi.mean(),
-                     "hindsight_gap_max": mine.gap_hi.max(),
+                     "hindsight_gap_mean": valid.gap_hi.mean(),
+                     "hindsight_gap_max": valid.gap_hi.max(),
                      "hindsight_certified": mine.certified.mean(),
                      "fixed_plan_gap_lo": fixed[0], "fixed_plan_gap_hi": fixed[1],
-                     "planning_ms": 1e3 * windows.runtime_s.median()})
-    return pd.DataFrame(rows)
+                     "colocated": windows.colocated_share.mean(),
+                     "planning_ms": 1e3 * windows.runtime_s.median(),
+                     "breach": breaches.iloc[0] if len(breaches) else "",
+                     "breach_gap_mean": mine[~mine.valid].gap_hi.mean()})
+    summary = pd.DataFrame(rows)
+    everywhere = summary.valid.map(lambda text: text.split("/")[0] == text.split("/")[1])
+    return pd.concat([summary[everywhere], summary[~everywhere]], ignore_index=True)

@@ -160,7 +160,11 @@ def warmup_weight(instance: Instance) -> np.ndarray:
 
 
 def score(spec: str, instance: Instance, measurement: Measurement) -> list[dict]:
-    """Rows for one (heuristic, instance): checked and scored, or invalid with the reason."""
+    """Rows for one (heuristic, instance): checked and scored, or invalid with the reason.
+
+    A placement that breaks the instance's declared policy is invalid (reason `policy`,
+    the breach in `detail`) but keeps its loads, so its gap shows what breaking it bought.
+    """
     base = {**instance_columns(instance), "heuristic": spec,
             "runtime_s": measurement.median_seconds,
             "runtime_samples": list(measurement.seconds)}
@@ -173,19 +177,23 @@ def score(spec: str, instance: Instance, measurement: Measurement) -> list[dict]
     if failure is not None:
         return [{**base, "layer": layer, "valid": False, "reason": failure.reason,
                  "detail": failure.detail} for layer in range(instance.num_layers)]
-    return [{**base, "layer": layer, "valid": True, "reason": "", "detail": "",
+    breach = evaluation.breach(instance.policy)
+    verdict = ({"valid": False, "reason": "policy", "detail": breach} if breach
+               else {"valid": True, "reason": "", "detail": ""})
+    return [{**base, "layer": layer, **verdict,
              "max_load_num": peak.numerator, "max_load_den": peak.denominator,
              "max_load": float(peak), "mean_load": float(mean),
              "balancedness": float(evaluation.balancedness_per_layer[layer]),
              "respects_hierarchy": bool(evaluation.hierarchical_layers[layer]),
-             "colocated_replicas": evaluation.colocated_replicas}
+             "colocated_replicas": int(evaluation.colocated_per_layer[layer])}
             for layer, (peak, mean) in enumerate(zip(evaluation.max_load, evaluation.mean_load))]
 
 
 def instance_columns(instance: Instance) -> dict:
     topology = instance.topology
     return {"instance": instance.id, "instance_hash": instance.content_hash,
-            "family": instance.family, "num_layers": instance.num_layers,
+            "policy": instance.policy, "family": instance.family,
+            "num_layers": instance.num_layers,
             "num_experts": instance.num_experts, "num_replicas": topology.num_replicas,
             "num_groups": topology.num_groups, "num_nodes": topology.num_nodes,
             "num_gpus": topology.num_gpus}

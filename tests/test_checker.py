@@ -33,7 +33,9 @@ def broken(kind):
         bad[0, 0] = float("nan")
         return (bad, log2phy, logcnt)
     if kind == "dtype":
-        return (phy2log.int(), log2phy, logcnt)
+        return (phy2log.double(), log2phy, logcnt)
+    if kind == "bool_dtype":
+        return (phy2log, log2phy, logcnt.bool())
     if kind == "shape":
         return (phy2log[:, :6], log2phy, logcnt)
     if kind == "range":
@@ -66,6 +68,7 @@ def broken(kind):
 
 
 KINDS = {"arity": "arity", "type": "type", "nonfinite": "nonfinite", "dtype": "dtype",
+         "bool_dtype": "dtype",
          "shape": "shape", "range": "range", "missing_expert": "missing_expert",
          "logcnt_mismatch": "logcnt_mismatch", "log2phy_padding": "log2phy_padding",
          "log2phy_mismatch": "log2phy_mismatch", "log2phy_duplicate": "log2phy_mismatch"}
@@ -100,6 +103,71 @@ def test_readme_fixture_loads_and_balancedness(readme_example):
     assert evaluation.balancedness_per_layer.tolist() == pytest.approx(
         case["balancedness_per_layer"], rel=1e-15)
     assert evaluation.respects_hierarchy
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_any_integer_dtype_is_read_as_int64(dtype):
+    """SGLang's deepseek_vec returns int32 counts: accepted, scored as the int64 output."""
+    expected = check_output(WEIGHT, good_output(), TOPO)
+    cast = check_output(WEIGHT, tuple(item.to(dtype) for item in good_output()), TOPO)
+    assert cast.max_load == expected.max_load
+    assert cast.phy2log.dtype == np.int64 and np.array_equal(cast.phy2log, expected.phy2log)
+
+
+def test_unsigned_values_past_int64_are_out_of_range():
+    phy2log = good_phy2log().numpy().astype(np.uint64)
+    phy2log[0, 0] = 2**63 + 1
+    with pytest.raises(InvalidPlacement) as caught:
+        check(WEIGHT, phy2log, TOPO)
+    assert caught.value.reason == "range"
+
+
+def test_a_masked_array_is_not_a_tensor():
+    with pytest.raises(InvalidPlacement) as caught:
+        check(WEIGHT, np.ma.masked_array(good_phy2log().numpy()), TOPO)
+    assert caught.value.reason == "type"
+
+
+def test_phy2log_alone_is_scored_like_the_full_output():
+    """vLLM's policy returns phy2log alone; log2phy and logcnt are derived from it."""
+    alone = check_output(WEIGHT, good_phy2log(), TOPO)
+    assert alone.max_load == check_output(WEIGHT, good_output(), TOPO).max_load
+    assert alone.logcnt.tolist() == good_output()[2].tolist()
+    with pytest.raises(InvalidPlacement) as caught:
+        check_output(WEIGHT, good_phy2log()[:, :6], TOPO)
+    assert caught.value.reason == "shape"
+
+
+def test_colocated_replicas_are_counted_per_layer():
+    topo = Topology(num_replicas=6, num_groups=1, num_nodes=1, num_gpus=2)
+    # layer 0: expert 0 twice on GPU 0 and 1 twice on GPU 1; layer 1: none twice on a GPU
+    phy2log = np.array([[0, 0, 2, 1, 1, 0], [0, 1, 2, 0, 1, 2]])
+    evaluation = check([[3, 2, 1], [3, 2, 1]], phy2log, topo)
+    assert evaluation.colocated_per_layer.tolist() == [2, 0]
+    assert evaluation.colocated_replicas == 2
+
+
+def test_breach_names_what_breaks_the_hierarchical_policy():
+    weight = [[1, 1, 1, 1], [1, 1, 1, 1]]
+    # layer 0 whole groups; layer 1: expert 1 of group 0 also on node 1
+    evaluation = check(weight, np.array([[0, 1, 0, 1, 2, 3, 2, 3],
+                                         [0, 1, 0, 1, 2, 3, 1, 3]]), TOPO)
+    assert evaluation.breach("global") is None
+    assert evaluation.split_groups.tolist() == [0, 1]
+    assert evaluation.breach("hierarchical") == (
+        "breaks the hierarchical policy in 1 of 2 layer(s): 1 group(s) span nodes "
+        "(summed over layers)")
+    assert check(weight[:1], np.array([[0, 1, 0, 1, 2, 3, 2, 3]]), TOPO).breach(
+        "hierarchical") is None
+
+
+def test_a_node_with_more_than_its_share_of_groups_breaks_the_hierarchy():
+    """4 groups of one expert on 2 nodes: node 0 holds groups 0, 1, 2, node 1 group 3."""
+    topo = Topology(num_replicas=8, num_groups=4, num_nodes=2, num_gpus=2)
+    evaluation = check([[1, 1, 1, 1]], np.array([[0, 1, 2, 0, 3, 3, 3, 3]]), topo)
+    assert evaluation.split_groups.tolist() == [0]
+    assert evaluation.crowded_nodes.tolist() == [2]
+    assert "2 node(s) hold other than their share of groups" in evaluation.breach("hierarchical")
 
 
 def test_max_load_is_exact_with_thirds():

@@ -98,3 +98,25 @@ def test_solve_bench_writes_one_row_per_layer(tmp_path):
         if row.status == "OPTIMAL":
             assert Fraction(row.ub) == best
     assert f"{(rows.status == 'OPTIMAL').mean():.0%}" in result.output
+
+
+def test_bench_checks_output_before_timing_it():
+    """A float placement (refused by every other command) is not timed, and bench exits 1."""
+    from pathlib import Path
+
+    candidate = str(Path(__file__).parent / "fixtures" / "heuristics" / "float_output.py")
+    result = CliRunner().invoke(main, ["bench", "-H", f"{candidate},zigzag", "--baseline",
+                                       "deepseek_fast", "--repeats", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("not timed, its output is invalid: dtype") == 2
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 4 and not any("float_output" in row for row in rows)
+
+
+def test_short_names_keep_file_specs_apart():
+    from eplbench.cli import short_names
+
+    names = ["deepseek", "/a/b/mine.py", "/a/c/mine.py", "/x/other.py", "pkg.mod:fn"]
+    assert short_names(names) == {"deepseek": "deepseek", "/a/b/mine.py": "b/mine.py",
+                                  "/a/c/mine.py": "c/mine.py", "/x/other.py": "other.py",
+                                  "pkg.mod:fn": "pkg.mod:fn"}

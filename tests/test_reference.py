@@ -48,7 +48,7 @@ def test_gaps_exact_and_interval():
     table = pd.DataFrame({
         "heuristic": ["h", "h"], "instance": ["set/a", "set/a"],
         "instance_hash": ["hash-a", "hash-a"], "layer": [0, 1], "valid": [True, True],
-        "respects_hierarchy": [False, False], "max_load_num": [12, 9], "max_load_den": [1, 1]})
+        "policy": ["global", "global"], "max_load_num": [12, 9], "max_load_den": [1, 1]})
     refs = [entry("10", "10", "s"), entry("9", "6", "s", layer=1)]
     out = attach_reference(table, refs)
     assert out.gap_lo.tolist() == [pytest.approx(0.2), 0.0]

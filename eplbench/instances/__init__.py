@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from eplbench.errors import BadInput
@@ -12,7 +13,7 @@ from eplbench.instances.store import load_set, save_set
 BUNDLED = Path(__file__).parent / "data"
 
 __all__ = ["Instance", "load_instances", "list_instance_sets", "reference_path", "save_set",
-           "load_set"]
+           "load_set", "with_policy"]
 
 
 def list_instance_sets() -> dict[str, str]:
@@ -41,3 +42,17 @@ def load_instances(name_or_path: str) -> list[Instance]:
         return build_set(name_or_path)
     raise BadInput(f"{name_or_path}: not a set folder nor a known set "
                    f"({', '.join(list_instance_sets())})")
+
+
+def with_policy(instances: list[Instance], policy: str | None) -> list[Instance]:
+    """`instances` with `policy` declared instead of their own (None: unchanged); BadInput
+    naming the first instance whose topology does not define it."""
+    if policy is None:
+        return instances
+    declared = []
+    for instance in instances:
+        try:
+            declared.append(dataclasses.replace(instance, policy=policy))
+        except BadInput as error:
+            raise BadInput(f"{instance.id}: cannot declare the {policy} policy: {error}") from None
+    return declared

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eplbench.problem import Topology
+from eplbench.problem import Policy, Topology
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Instance:
         weight: [L, E] int64 token counts.
         topology: where the replicas go.
         family: generator or importer name; params and seed say how it was made.
+        policy: the policy its deployment requires, against whose optimum gaps are taken
+            and whose placements alone are valid ("global" or "hierarchical"); by default
+            hierarchical where the topology defines it, else global (as the engines do).
     """
 
     id: str
@@ -28,6 +31,15 @@ class Instance:
     family: str = "unknown"
     params: dict = field(default_factory=dict, compare=False)
     seed: int | None = None
+    policy: str | None = None
+
+    def __post_init__(self):
+        if self.policy is None:
+            declared = self.topology.default_policy(self.weight.shape[1])
+        else:
+            declared = Policy.parse(self.policy)
+            self.topology.validate_for(self.weight.shape[1], declared)
+        object.__setattr__(self, "policy", declared.value)
 
     @property
     def num_layers(self) -> int:

@@ -1,7 +1,8 @@
 """The report's figures, each a function of the results table (with reference gaps attached)
 that returns a matplotlib Figure, or None when the table holds nothing to draw.
 
-Instance gaps are SPEC 7's (`gaps.instance_gaps`, the conservative end `gap_hi`).
+Instance gaps are SPEC 7's (`gaps.instance_gaps`, the conservative end `gap_hi`), taken
+only where the placement is valid for the declared policy (`_valid_gaps`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ def _plain_ticks(axis) -> None:
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def _valid_gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """`instance_gaps` with the gaps of invalid placements (a policy breach too) as NaN."""
+    gaps = instance_gaps(table)
+    gaps.loc[~gaps.valid.astype(bool), ["gap_lo", "gap_hi"]] = np.nan
+    return gaps
+
+
 def performance_profile(table: pd.DataFrame):
     """Dolan-More profile on gap: for each heuristic, the share of instances whose cost
     (1 + gap) is within a factor tau of the best heuristic's on that instance; an invalid
     placement never is."""
-    gaps = instance_gaps(table)
+    gaps = _valid_gaps(table)
     if gaps.empty:
         return None
     cost = 1 + gaps.pivot(index="instance", columns="heuristic", values="gap_hi")
@@ -60,7 +68,7 @@ def performance_profile(table: pd.DataFrame):
 
 def gap_by_family(table: pd.DataFrame):
     """Box plots of instance gaps (%), one panel per instance family."""
-    gaps = instance_gaps(table).merge(
+    gaps = _valid_gaps(table).merge(
         table.drop_duplicates("instance")[["instance", "family"]], on="instance")
     gaps = gaps[np.isfinite(gaps.gap_hi)]
     if gaps.empty:
@@ -89,14 +97,15 @@ def gap_by_family(table: pd.DataFrame):
 def gap_vs_runtime(table: pd.DataFrame):
     """Each heuristic's mean gap against its runtime ratio to the baseline (geometric mean
     over instances): the trade-off each one makes."""
-    gaps = instance_gaps(table)
+    gaps = _valid_gaps(table)
     if gaps.empty or "runtime_ratio" not in table:
         return None
     per_instance = table.drop_duplicates(["instance", "heuristic"])
     ratios = per_instance[per_instance.runtime_ratio > 0].groupby(
         "heuristic", sort=False).runtime_ratio.apply(lambda r: float(np.exp(np.log(r).mean())))
-    mean_gap = gaps.groupby("heuristic", sort=False).gap_hi.mean()
-    names = [name for name in mean_gap.index if name in ratios.index]
+    # a heuristic invalid on some instance has no mean gap (NaN) and is not drawn
+    mean_gap = gaps.groupby("heuristic", sort=False).gap_hi.apply(lambda g: g.mean(skipna=False))
+    names = [name for name in mean_gap.index if name in ratios.index and np.isfinite(mean_gap[name])]
     figure, axes = plt.subplots(figsize=(8, 5))
     colors = _colors(names)
     for name in names:

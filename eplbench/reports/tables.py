@@ -7,31 +7,40 @@ import pandas as pd
 
 
 def instance_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (heuristic, instance): valid, instance balancedness (SPEC 1 sum
-    convention), per-layer mean balancedness, runtime and its ratio to the baseline."""
+    """One row per (heuristic, instance): valid, reason and detail of the first invalid
+    layer, instance balancedness (SPEC 1 sum convention), per-layer mean balancedness, the
+    share of slots holding a co-located replica, runtime and its ratio to the baseline.
+    Balancedness is NaN where the placement is invalid (for a policy breach too)."""
     grouped = table.groupby(["heuristic", "instance"], sort=False)
     summary = grouped.agg(valid=("valid", "all"), reason=("reason", "first"),
-                          runtime_s=("runtime_s", "first"),
+                          detail=("detail", "first"), runtime_s=("runtime_s", "first"),
                           runtime_ratio=("runtime_ratio", "first"))
     if "max_load" in table:
         sums = grouped[["mean_load", "max_load"]].sum()
         summary["balancedness"] = np.where(sums.max_load > 0, sums.mean_load / sums.max_load, 1.0)
         summary["balancedness_layer_mean"] = grouped.balancedness.mean()
         summary["respects_hierarchy"] = grouped.respects_hierarchy.all()
+        slots = grouped.num_replicas.sum()
+        summary["colocated_share"] = grouped.colocated_replicas.sum(min_count=1) / slots
     summary.loc[~summary.valid, ["balancedness", "balancedness_layer_mean"]] = np.nan
     return summary.reset_index()
 
 
 def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per heuristic, in the table's order.
+    """One row per heuristic: those valid on every instance first, then the others, each
+    part in the table's order (a heuristic with an invalid placement is never ranked above
+    a valid one).
 
     Columns: instances, valid, balancedness mean and min over valid instances,
-    hierarchy (share of valid instances that respect it), runtime_ms (median over
-    instances), speedup (geometric mean of baseline time / time; >1 is faster),
-    failures ("reason x count" for invalid instances); with reference values also
-    gap_mean, gap_max (of gap_hi, the conservative end of each instance's gap interval,
-    exact where the reference is certified) and certified (share of instances whose
-    reference is certified on every layer).
+    hierarchy (share of valid instances that respect it), colocated (share of slots, over
+    every scored placement, holding a second replica of an expert on its GPU),
+    runtime_ms (median over instances), speedup (geometric mean of baseline time / time;
+    >1 is faster), failures ("reason x count" for invalid instances), breach (the first
+    policy breach, in words, or ""); with reference values also gap_mean, gap_max (over
+    valid instances, of gap_hi, the conservative end of each instance's gap interval, exact
+    where the reference is certified), breach_gap_mean (mean gap_hi of the placements that
+    break the declared policy: what breaking it bought, often negative) and certified
+    (share of instances whose reference is certified on every layer).
     """
     from eplbench.gaps import instance_gaps
 
@@ -42,23 +51,41 @@ def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
         valid = group[group.valid]
         ratios = group.runtime_ratio[np.isfinite(group.runtime_ratio) & (group.runtime_ratio > 0)]
         failures = group[~group.valid].reason.value_counts()
+        breaches = group[group.reason == "policy"].detail
         rows.append({
             "heuristic": name, "instances": len(group), "valid": len(valid),
             "balancedness_mean": valid.balancedness.mean() if len(valid) else np.nan,
             "balancedness_min": valid.balancedness.min() if len(valid) else np.nan,
             "hierarchy": valid.respects_hierarchy.mean() if len(valid) else np.nan,
+            "colocated": _colocated_share(table[table.heuristic == name]),
             "runtime_ms": 1e3 * group.runtime_s.median(),
             "speedup": float(np.exp(-np.log(ratios).mean())) if len(ratios) else np.nan,
             "failures": ", ".join(f"{reason} x{count}" for reason, count in failures.items()),
+            "breach": breaches.iloc[0] if len(breaches) else "",
             **_gap_summary(gaps, name),
         })
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    everywhere = summary.valid == summary.instances
+    return pd.concat([summary[everywhere], summary[~everywhere]], ignore_index=True)
+
+
+def _colocated_share(rows: pd.DataFrame) -> float:
+    """Share of the slots of every scored placement (layers x P) holding a second replica
+    of an expert on its GPU; NaN when nothing was scored."""
+    if "colocated_replicas" not in rows:
+        return np.nan
+    scored = rows[rows.colocated_replicas.notna()]
+    return scored.colocated_replicas.sum() / scored.num_replicas.sum() if len(scored) else np.nan
 
 
 def _gap_summary(gaps, name) -> dict:
     if gaps is None:
         return {}
     mine = gaps[gaps.heuristic == name]
-    return {"gap_mean": mine.gap_hi.mean(), "gap_max": mine.gap_hi.max(),
-            "gap_lo_mean": mine.gap_lo.mean(), "with_reference": len(mine),
+    valid, broken = mine[mine.valid], mine[~mine.valid]
+    return {"gap_mean": valid.gap_hi.mean(), "gap_max": valid.gap_hi.max(),
+            "gap_lo_mean": valid.gap_lo.mean(), "with_reference": len(mine),
+            "breach_gap_mean": broken.gap_hi.mean(),
             "certified": mine.certified.mean() if len(mine) else np.nan}
