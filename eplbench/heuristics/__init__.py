@@ -1,8 +1,13 @@
 """Heuristics: built-ins by name, user files and `pkg.module:function` specs.
 
-Every heuristic has the engines' signature (SPEC 4):
+Every heuristic is called with the engines' signature (SPEC 4):
 `rebalance_experts(weight [L, E], num_replicas, num_groups, num_nodes, num_gpus)
--> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])`, all int64.
+-> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])`, any integer dtype, or `phy2log`
+alone (vLLM's policy, whose last argument is named `num_ranks`). SGLang's form
+`(tokens_per_expert [steps, L, E], num_physical_experts, num_local_physical_experts,
+num_groups, num_nodes[, enable_hierarchical])` is recognised by its parameter names and
+called with one step of loads, P / num_gpus local slots and, where it asks, the hierarchy
+DeepSeek's rule would choose (num_groups % num_nodes == 0).
 
 Adding a built-in is one file in this package plus one line in `BUILTINS`.
 """
@@ -12,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -135,4 +142,29 @@ def _entry(module, function_name: str, spec: str) -> Callable:
     function = getattr(module, function_name, None)
     if not callable(function):
         raise BadInput(f"{spec}: defines no callable {function_name}")
+    return engine_form(function)
+
+
+# SGLang's rebalance_experts (eplb_algorithms/deepseek_vec.py), by its parameter names
+SGLANG_PARAMETERS = ("tokens_per_expert", "num_physical_experts", "num_local_physical_experts",
+                     "num_groups", "num_nodes")
+
+
+def engine_form(function: Callable) -> Callable:
+    """`function` callable as `(weight, num_replicas, num_groups, num_nodes, num_gpus)`:
+    itself, or SGLang's form adapted (see the module docstring)."""
+    try:
+        names = tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # no signature to read (a builtin): call it as it is
+        return function
+    if names[:len(SGLANG_PARAMETERS)] == SGLANG_PARAMETERS:
+        return partial(_call_sglang, function, "enable_hierarchical" in names)
     return function
+
+
+def _call_sglang(function: Callable, asks_hierarchy: bool, weight, num_replicas: int,
+                 num_groups: int, num_nodes: int, num_gpus: int):
+    """SGLang's form called with one step of loads ([1, L, E]) and P / num_gpus local slots."""
+    extra = {"enable_hierarchical": num_groups % num_nodes == 0} if asks_hierarchy else {}
+    return function(weight.unsqueeze(0), num_replicas, num_replicas // num_gpus, num_groups,
+                    num_nodes, **extra)
