@@ -134,10 +134,11 @@ def _policies(rows) -> str:
 def _instances_and_reference(name, reference, policy=None):
     """(the set's instances with `policy` declared, if given, its reference entries)."""
     from eplbench.instances import load_instances, reference_path, with_policy
-    from eplbench.reference import read_reference
+    from eplbench.reference import check_for_set, read_reference
 
     path = reference or reference_path(name)
-    return with_policy(load_instances(name), policy), read_reference(path) if path else None
+    instances = with_policy(load_instances(name), policy)
+    return instances, check_for_set(read_reference(path), instances, path) if path else None
 
 
 
@@ -239,6 +240,10 @@ def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> 
         stdout.print("gap: (max load - optimum of the declared policy) / optimum, summed over "
                      "layers, over valid instances; where the reference is not certified, "
                      "against its lower bound (an upper end).")
+        lacking = int((summary.instances - summary.with_reference).max())
+        if lacking:
+            stdout.print(f"{lacking} instance(s) have no reference value on some layer: "
+                         "they are left out of the gaps (run `eplbench solve` on the set)")
     for name, short in shown.items():
         if short != name:
             stdout.print(f"{short} = {name}")
@@ -618,7 +623,12 @@ def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, s
 @click.option("--again", is_flag=True,
               help="Solve layers the file already settles too, except certified ones (after "
                    "a solver improves); merging still keeps the best bounds.")
-def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again):
+@click.option("--placements", type=click.Path(dir_okay=False),
+              help="Also write the placement found at each solved layer's ub to this JSON "
+                   "file (merged with what it holds). The reference file never holds "
+                   "placements: they are the answers, so keep this file away from "
+                   "candidates.")
+def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again, placements):
     """Solve every layer of a set exactly and write / merge its reference values (SPEC 6).
 
     A layer counts as settled, and is skipped, when the file already has it certified
@@ -627,8 +637,8 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again)
 
     from eplbench.executors import run_units
     from eplbench.instances import load_instances
-    from eplbench.reference import (merge, policies_for, read_reference, settled, solve_entries,
-                                    write_reference)
+    from eplbench.reference import (check_for_set, merge, policies_for, read_reference, settled,
+                                    solve_entries, write_placements, write_reference)
     from eplbench.solvers import list_solvers
 
     if solver not in list_solvers():
@@ -638,6 +648,7 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again)
     out = Path(out or (Path(instance_set) / "reference.json" if Path(instance_set).is_dir()
                        else f"{Path(instance_set).name}.reference.json"))
     previous = read_reference(out) if out.exists() else []
+    check_for_set(previous, instances, out)
     known = merge(previous)
     units = [(instance, policy) for instance in instances
              for policy in policies_for(instance, policy_list)]
@@ -651,6 +662,8 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again)
         for (instance, policy), unit_entries in run_units(solve_unit, todo, jobs):
             entries += unit_entries
             write_reference(out, merge(previous + entries).values())
+            if placements:
+                write_placements(placements, unit_entries)
             statuses = "".join("*" if e.status == "OPTIMAL" else "." for e in unit_entries)
             progress.update(task, advance=1, description=f"{instance.id} {policy} {statuses}")
     merged = merge(previous + entries)

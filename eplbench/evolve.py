@@ -131,7 +131,7 @@ def _run(program: str, sets: list[tuple[str, list]]):
 
     from eplbench.gaps import attach_reference
     from eplbench.instances import reference_path
-    from eplbench.reference import read_reference
+    from eplbench.reference import check_for_set, read_reference
     from eplbench.runner import add_runtime_ratio, run_heuristics
 
     _checked_program(program)
@@ -144,7 +144,8 @@ def _run(program: str, sets: list[tuple[str, list]]):
             raise _Failed(str(error)) from None
         path = reference_path(name)
         rows = add_runtime_ratio(rows, BASELINE)
-        tables.append(attach_reference(rows, read_reference(path)) if path else rows)
+        entries = check_for_set(read_reference(path), instances, path) if path else None
+        tables.append(attach_reference(rows, entries) if path else rows)
     return pd.concat(tables, ignore_index=True)
 
 

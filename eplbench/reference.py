@@ -1,8 +1,11 @@
 """Reference values (SPEC 6), like MIPLIB's .solu files: per instance layer and policy, the
-best known ub (with its placement), the best proven lb, the status and who proved them.
+best known ub, the best proven lb, the status and who proved them.
 
 Merging keeps the min ub and the max lb; an lb above an ub is an error naming both sources.
-Stored as JSON with exact rationals written "num/den".
+Stored as JSON with exact rationals written "num/den". A reference file holds values and
+provenance only, never the placements (a candidate could look the answers up): those go to
+a separate placements file (`write_placements`) when a solve is asked to keep them.
+Every reader validates what it reads (`read_reference`, `check_for_set`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ FILENAME = "reference.json"
 
 @dataclass
 class ReferenceEntry:
-    """One layer's reference. ub_source / lb_source: "solver@origin" of each bound."""
+    """One layer's reference. ub_source / lb_source: "solver@origin" of each bound;
+    phy2log: the placement at ub ([P] expert ids) when it came from a solve in this
+    process, else empty (reference files do not store it)."""
 
     instance: str
     instance_hash: str
@@ -105,35 +110,92 @@ def merge(entries: list[ReferenceEntry]) -> dict[tuple, ReferenceEntry]:
 
 
 def read_reference(path: str | os.PathLike) -> list[ReferenceEntry]:
-    """Entries of a reference file; BadInput naming the file when it is malformed."""
+    """Entries of a reference file; BadInput naming the file when it is malformed, holds
+    an lb above its ub, or more than one entry for an instance, layer and policy."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return [ReferenceEntry(**{**_without(raw, "status"), "ub": Fraction(raw["ub"]),
-                                  "lb": Fraction(raw["lb"])})
-                for raw in data["entries"]]
+        entries = [ReferenceEntry(**{**_without(raw, "status", "phy2log"),
+                                     "ub": Fraction(raw["ub"]), "lb": Fraction(raw["lb"])})
+                   for raw in data["entries"]]
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, ZeroDivisionError) as error:
         raise BadInput(f"{path}: malformed reference file ({type(error).__name__}: {error})") \
             from None
+    seen = set()
+    for entry in entries:
+        where = f"{path}: {entry.instance} layer {entry.layer} ({entry.policy})"
+        if entry.lb > entry.ub or entry.lb < 0:
+            raise BadInput(f"{where}: lb {entry.lb} is above ub {entry.ub} or negative")
+        if entry.key in seen:
+            raise BadInput(f"{where}: more than one entry")
+        seen.add(entry.key)
+    return entries
 
 
-def _without(raw: dict, key: str) -> dict:
-    """The stored row less a derived field (status follows from ub and lb)."""
-    return {k: v for k, v in raw.items() if k != key}
+def check_for_set(entries: list[ReferenceEntry], instances, path) -> list[ReferenceEntry]:
+    """The entries that belong to `instances`; BadInput naming `path` for an entry that
+    names an instance of the set but holds another content hash, or a layer it lacks.
+    Entries of other sets' instances (neither id nor hash known here) are left out."""
+    by_hash = {instance.content_hash: instance for instance in instances}
+    ids = {instance.id for instance in instances}
+    mine = []
+    for entry in entries:
+        instance = by_hash.get(entry.instance_hash)
+        if instance is None:
+            if entry.instance in ids:
+                raise BadInput(f"{path}: the entry for {entry.instance} holds a content hash "
+                               "that matches no instance of the set (stale or edited)")
+            continue
+        if instance.id != entry.instance or not 0 <= entry.layer < instance.num_layers:
+            raise BadInput(f"{path}: an entry names {entry.instance} layer {entry.layer} but "
+                           f"holds the hash of {instance.id} ({instance.num_layers} layers)")
+        mine.append(entry)
+    return mine
+
+
+def _without(raw: dict, *keys: str) -> dict:
+    """The stored row less derived fields (status follows from ub and lb) and placements."""
+    return {k: v for k, v in raw.items() if k not in keys}
 
 
 def write_reference(path: str | os.PathLike, entries) -> Path:
-    """Write entries (sorted, exact rationals as "num/den") atomically."""
+    """Write entries (sorted, exact rationals as "num/den", no placements) atomically."""
     path = Path(path)
     rows = []
     for entry in sorted(entries, key=lambda e: (e.instance, e.layer, e.policy)):
-        row = asdict(entry)
+        row = _without(asdict(entry), "phy2log")
         row["ub"], row["lb"], row["status"] = str(entry.ub), str(entry.lb), entry.status
         rows.append(row)
-    # one entry per line: small diffs, easy to grep
-    lines = ",\n".join(json.dumps(row) for row in rows)
-    write_text_atomic(path, f'{{"format_version": {FORMAT_VERSION}, "entries": [\n{lines}\n]}}\n')
-    return path
+    return _write_rows(path, "entries", rows)
 
+
+def write_placements(path: str | os.PathLike, entries) -> Path:
+    """Write the placement at each entry's ub ("phy2log": [P] expert ids), where it has one,
+    merged over the placements already in `path` (an entry's replaces the stored one when
+    its ub is no higher). Keep this file away from candidates: it holds the answers."""
+    path = Path(path)
+    stored = {}
+    if path.exists():
+        try:
+            stored = {(row["instance_hash"], row["layer"], row["policy"]): row
+                      for row in json.loads(path.read_text())["placements"]}
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise BadInput(f"{path}: malformed placements file ({error})") from None
+    for entry in entries:
+        old = stored.get(entry.key)
+        if entry.phy2log and (old is None or entry.ub <= Fraction(old["ub"])):
+            stored[entry.key] = {"instance": entry.instance, "instance_hash": entry.instance_hash,
+                                 "layer": entry.layer, "policy": entry.policy,
+                                 "ub": str(entry.ub), "phy2log": list(entry.phy2log)}
+    rows = sorted(stored.values(), key=lambda r: (r["instance"], r["layer"], r["policy"]))
+    return _write_rows(path, "placements", rows)
+
+
+def _write_rows(path: Path, key: str, rows: list[dict]) -> Path:
+    """`{"format_version": ..., key: [rows]}` atomically, one row per line (small diffs,
+    easy to grep)."""
+    lines = ",\n".join(json.dumps(row) for row in rows)
+    write_text_atomic(path, f'{{"format_version": {FORMAT_VERSION}, "{key}": [\n{lines}\n]}}\n')
+    return path

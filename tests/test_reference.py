@@ -106,3 +106,80 @@ def test_solve_again_resolves_what_is_not_certified(tmp_path):
     assert "3 instance-policies were settled" not in again.output
     if certified:
         assert f"{len(certified)} instance-policies were settled already" in again.output
+
+
+def _tampered(tmp_path, change) -> str:
+    """A copy of tiny's reference file with `change(rows)` applied; returns its path."""
+    import json
+
+    from eplbench.instances import reference_path
+
+    data = json.loads(reference_path("tiny").read_text())
+    change(data["entries"])
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _swap_hashes(rows):
+    """The first entry takes the hash of another instance's entry (which goes)."""
+    first = rows[0]
+    other = next(row for row in rows if row["instance"] != first["instance"]
+                 and (row["layer"], row["policy"]) == (first["layer"], first["policy"]))
+    rows.remove(other)
+    first["instance_hash"] = other["instance_hash"]
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda rows: rows[0].update(lb="1000000000"), "above ub"),
+    (lambda rows: rows.append(dict(rows[0])), "more than one entry"),
+    (_swap_hashes, "holds the hash of"),
+    (lambda rows: rows[0].update(instance_hash="0" * 64), "matches no instance"),
+], ids=["lb-above-ub", "duplicate", "another-instance", "stale-hash"])
+def test_every_command_refuses_a_tampered_reference(tmp_path, change, says):
+    from click.testing import CliRunner
+
+    from eplbench.cli import main
+
+    path = _tampered(tmp_path, change)
+    for command in (["run", "-H", "zigzag"], ["gate", "--candidate", "zigzag"]):
+        result = CliRunner().invoke(main, [*command, "-i", "tiny", "--repeats", "2",
+                                           "--reference", path])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert path in line and says in line
+
+
+def test_bundled_references_hold_no_placements():
+    from eplbench.instances import BUNDLED
+
+    for path in BUNDLED.glob("*/reference.json"):
+        assert "phy2log" not in path.read_text(), path
+
+
+def test_solve_writes_placements_apart_and_they_reach_the_ub(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import eplbench as eb
+    from eplbench.cli import main
+    from eplbench.instances import load_instances, save_set
+
+    instances = load_instances("tiny")[:2]
+    folder = save_set(tmp_path / "set", "t", instances)
+    placements = tmp_path / "answers.json"
+    result = CliRunner().invoke(main, ["solve", str(folder), "--time-limit", "5",
+                                       "--placements", str(placements)])
+    assert result.exit_code == 0, result.output
+    assert "phy2log" not in (folder / "reference.json").read_text()
+    by_hash = {instance.content_hash: instance for instance in instances}
+    ubs = {entry.key: entry.ub for entry in read_reference(folder / "reference.json")}
+    rows = json.loads(placements.read_text())["placements"]
+    assert len(rows) == len(ubs) == 2 * 2 * 2
+    for row in rows:
+        instance = by_hash[row["instance_hash"]]
+        layer = row["layer"]
+        load = eb.check(instance.weight[layer:layer + 1], np.array([row["phy2log"]]),
+                        instance.topology).max_load[0]
+        assert load == ubs[row["instance_hash"], layer, row["policy"]]
