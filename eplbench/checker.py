@@ -190,7 +190,8 @@ def _evaluate(weight: np.ndarray, slots: np.ndarray, counts: np.ndarray,
     slot_load, scale = scaled_slot_loads(weight, slots, counts)
     gpu_scaled = slot_load.reshape(num_layers, topo.num_gpus, topo.slots_per_gpu).sum(-1)
     max_load = [Fraction(int(row.max()), m) for row, m in zip(gpu_scaled, scale)]
-    mean_load = [Fraction(int(total), topo.num_gpus) for total in weight.sum(1)]
+    # in Python ints: a layer's sum may pass int64
+    mean_load = [Fraction(sum(map(int, row)), topo.num_gpus) for row in weight]
     gpu_load = np.array([[int(v) / m for v in row] for row, m in zip(gpu_scaled, scale)])
     per_layer = np.array([_ratio(mean, peak) for mean, peak in zip(mean_load, max_load)])
     split, crowded = _hierarchy_breaks(slots, weight.shape[1], topo)

@@ -96,13 +96,20 @@ class Topology:
 def as_weight_matrix(weight, source: str = "weight") -> np.ndarray:
     """Validate a load matrix and return it as `[L, E]` int64 token counts.
 
-    Accepts a torch tensor, a numpy array or nested lists. Refuses (BadInput naming
-    `source`) a wrong rank, an empty matrix, non-finite, negative or fractional values.
+    Accepts a torch tensor (any numeric dtype, bfloat16 too), a numpy array or nested lists.
+    Refuses (BadInput naming `source` and, where one is at fault, the value and its place)
+    a wrong rank, an empty matrix, non-finite, negative or fractional values, and values
+    past int64. Sums of a layer may pass int64: the checker sums in Python integers.
     """
+    if hasattr(weight, "detach"):
+        weight = weight.detach().cpu()
+        if weight.dtype.is_floating_point and weight.dtype.itemsize < 4:  # bfloat16, half
+            weight = weight.double()
+        weight = weight.numpy()
     try:
-        array = np.asarray(weight.detach().cpu().numpy() if hasattr(weight, "detach") else weight)
-    except ValueError:
-        raise BadInput(f"{source}: ragged rows") from None
+        array = np.asarray(weight)
+    except (ValueError, OverflowError):
+        raise BadInput(f"{source}: ragged rows or values past int64") from None
     if array.dtype == object:
         raise BadInput(f"{source}: ragged or non-numeric rows")
     if array.ndim != 2:
@@ -114,10 +121,24 @@ def as_weight_matrix(weight, source: str = "weight") -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise BadInput(f"{source}: contains NaN or infinite values")
     if np.any(array < 0):
-        raise BadInput(f"{source}: contains negative values")
+        raise BadInput(f"{source}: contains negative values, e.g. {_first(array, array < 0)}")
     if np.issubdtype(array.dtype, np.floating):
         if np.any(array != np.floor(array)):
-            raise BadInput(f"{source}: contains fractional values; loads are integer token counts")
-        if np.any(array >= 2.0**62):
-            raise BadInput(f"{source}: values too large for int64 token counts")
+            raise BadInput(f"{source}: contains fractional values, e.g. "
+                           f"{_first(array, array != np.floor(array))}; loads are integer "
+                           "token counts")
+        past = array >= 2.0**63
+    else:
+        past = array > np.iinfo(np.int64).max if array.dtype.kind == "u" else array < 0
+    if np.any(past):
+        raise BadInput(f"{source}: value {_first(array, past)} is past int64 (2^63 - 1); "
+                       "token counts must fit int64")
     return array.astype(np.int64)
+
+
+def _first(array: np.ndarray, mask: np.ndarray) -> str:
+    """The first value where `mask` holds, with its [layer, expert] place."""
+    place = tuple(int(i) for i in np.argwhere(mask)[0])
+    value = array[place]
+    shown = int(value) if float(value).is_integer() else float(value)
+    return f"{shown} at {list(place)}"

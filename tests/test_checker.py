@@ -220,3 +220,21 @@ def test_hierarchy_detection():
     # a topology whose groups do not divide over nodes has no hierarchical placement
     odd = Topology(num_replicas=8, num_groups=3, num_nodes=2, num_gpus=4)
     assert not check([[1] * 6], np.array([[0, 1, 2, 3, 4, 5, 0, 1]]), odd).respects_hierarchy
+
+
+def test_layer_sums_past_int64_stay_exact():
+    """Three loads of 2^62: the layer sums past int64; mean and balancedness stay exact."""
+    weight = np.array([[2**62, 2**62, 2**62, 1]], dtype=np.int64)
+    evaluation = check(weight, np.array([[0, 1, 2, 3]]), Topology(4, 1, 1, 2))
+    assert evaluation.mean_load == [Fraction(3 * 2**62 + 1, 2)]
+    assert evaluation.max_load == [Fraction(2**63)]
+    assert evaluation.balancedness == pytest.approx(float(Fraction(3 * 2**62 + 1, 2**64)))
+
+
+@pytest.mark.parametrize("load", [3 * 10**18, 2**62 + 3])
+def test_scaled_loads_near_the_int64_boundary_are_exact(load):
+    """Counts 2 and 3 scale by 6: the scaled loads pass int64 and must not wrap."""
+    weight = [[load, load, 7]]
+    phy2log = np.array([[0, 0, 1, 1, 1, 2]])
+    topo = Topology(6, 1, 1, 2)
+    assert check(weight, phy2log, topo).max_load == brute_loads(weight, phy2log.tolist(), topo)

@@ -52,3 +52,23 @@ def test_weight_matrix_refusals(value, message):
 def test_weight_matrix_accepts_tensors_and_integral_floats():
     out = as_weight_matrix(torch.tensor([[1.0, 2.0]]))
     assert out.dtype == np.int64 and out.tolist() == [[1, 2]]
+
+
+def test_weight_values_past_int64_are_refused_with_the_value():
+    from eplbench.problem import as_weight_matrix
+
+    with pytest.raises(BadInput, match=r"9223372036854775813 at \[0, 1\] is past int64"):
+        as_weight_matrix(np.array([[1, 2**63 + 5]], dtype=np.uint64))
+    with pytest.raises(BadInput, match=r"-3 at \[1, 0\]"):
+        as_weight_matrix([[1, 2], [-3, 4]])
+
+
+def test_bfloat16_integer_loads_are_read():
+    import torch
+
+    from eplbench.problem import as_weight_matrix
+
+    weight = torch.tensor([[3.0, 128.0]], dtype=torch.bfloat16)
+    assert as_weight_matrix(weight).tolist() == [[3, 128]]
+    with pytest.raises(BadInput, match="fractional"):
+        as_weight_matrix(torch.tensor([[1.5]], dtype=torch.bfloat16))
