@@ -24,7 +24,8 @@ class BadInputExit(click.ClickException):
     exit_code = 2
 
     def show(self, file=None):
-        click.echo(f"eplbench: error: {self.message}", err=True)
+        one_line = " ".join(self.message.split())  # a message is one line, whatever it quotes
+        click.echo(f"eplbench: error: {one_line}", err=True)
 
 
 class Cli(click.Group):

@@ -48,7 +48,7 @@ def _on_dask(function, units, address: str):
         raise BadInput("--scheduler needs Dask: pip install 'eplbench[dask]'") from None
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as error:
+    except (OSError, TimeoutError, ValueError) as error:
         raise BadInput(f"{address}: no Dask scheduler answers there ({error})") from None
     with client:
         futures = [client.submit(function, unit, pure=False) for unit in units]

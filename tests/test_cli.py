@@ -120,3 +120,38 @@ def test_short_names_keep_file_specs_apart():
     assert short_names(names) == {"deepseek": "deepseek", "/a/b/mine.py": "b/mine.py",
                                   "/a/c/mine.py": "c/mine.py", "/x/other.py": "other.py",
                                   "pkg.mod:fn": "pkg.mod:fn"}
+
+
+def _manifest_with(folder, change):
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest["instances"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change", [
+    lambda entries: entries[0]["topology"].update(extra=1),
+    lambda entries: entries.__setitem__(1, "oops"),
+], ids=["topology-extra-key", "entry-is-a-string"])
+def test_a_broken_manifest_is_one_line_naming_it(tmp_path, change):
+    from eplbench.instances import load_instances, save_set
+
+    folder = save_set(tmp_path / "set", "t", load_instances("tiny")[:2])
+    _manifest_with(folder, change)
+    result = CliRunner().invoke(main, ["instances", "show", str(folder)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("eplbench: error: ") and "manifest.json" in line
+
+
+def test_bad_scheduler_and_bad_pt_are_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a tensor\n")
+    for arguments in (["run", "-H", "zigzag", "-i", "tiny", "--scheduler", "garbage"],
+                      ["instances", "import", str(bad), "--topology", "4,1,1,2", "--out",
+                       str(tmp_path / "out")]):
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("eplbench: error: ")

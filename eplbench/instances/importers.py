@@ -26,7 +26,8 @@ def read_matrix(path: str | Path, key: str | None = None) -> np.ndarray:
     except BadInput:
         raise
     except Exception as error:  # noqa: BLE001 - any parse failure is the file's problem
-        raise BadInput(f"{path}: cannot read ({type(error).__name__}: {error})") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BadInput(f"{path}: cannot read ({type(error).__name__}: {first_line})") from None
     try:
         array = np.asarray(value)
     except ValueError:

@@ -151,6 +151,9 @@ def _entry(instance: Instance) -> dict:
 
 def _instance(entry: dict, index: int, arrays: dict, folder: Path) -> Instance:
     key = f"loads_{index}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("topology"), dict):
+        raise BadInput(f"{folder / MANIFEST}: instance {index} is not an object with a "
+                       "topology object")
     try:
         weight = arrays[key]
         instance = Instance(id=entry["id"], weight=weight.astype(np.int64),
@@ -159,6 +162,8 @@ def _instance(entry: dict, index: int, arrays: dict, folder: Path) -> Instance:
                             policy=entry.get("policy"))
     except KeyError as error:
         raise BadInput(f"{folder}: instance {index} lacks {error}") from None
+    except TypeError as error:  # a topology with unknown or missing fields
+        raise BadInput(f"{folder / MANIFEST}: instance {index}: {error}") from None
     if instance.content_hash != entry.get("sha256"):
         raise BadInput(f"{folder / LOADS}: content of instance {entry['id']!r} does not match "
                        f"its sha256 in {MANIFEST} (file changed or corrupt)")
