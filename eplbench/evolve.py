@@ -9,9 +9,10 @@ policy (hierarchical on every set used here), or the `policy` given.
 - `evaluate_stage1`: validity on the `tiny` set, speed on the DeepSeek-V3 shape.
   combined_score = speed score.
 - `evaluate_stage2`: gaps to the reference values on `small`, `medium-cut` and
-  `deepseek-v3-cut`, replay balancedness on a drifting routing-simulator trace of the
-  DeepSeek-V3 topology, and speed. combined_score = gap score x replay balancedness x
-  speed score.
+  `deepseek-v3-cut` and on `FRESH_COUNT` instances drawn at evaluation time from a secret
+  seed and solved then (a program that looks answers up cannot know them), replay
+  balancedness on a drifting routing-simulator trace of the DeepSeek-V3 topology, and
+  speed. combined_score = gap score x replay balancedness x speed score.
 - `evaluate`: stage 1, then stage 2 if stage 1 passed.
 
 Scores (docs/openevolve.md):
@@ -45,6 +46,9 @@ GAP_UNIT = 0.01
 SPEED_EXPONENT = 0.25
 REPEATS = 3
 WORST = 0.0
+# instances drawn fresh for every stage-2 evaluation: small-set recipes, solved on the spot
+FRESH_COUNT = 3
+FRESH_SOLVE_SECONDS = 2.0
 
 
 def evaluate(program: str, policy: str | None = None) -> dict:
@@ -70,7 +74,7 @@ def evaluate_stage2(program: str, policy: str | None = None) -> dict:
     from eplbench.gaps import instance_gaps
 
     try:
-        table = _run(program, _sets(STAGE2_SETS, policy))
+        table = _run(program, _sets(STAGE2_SETS, policy) + [_fresh_set(policy)])
         replay = _replay_balancedness(program, policy)
         speedup = _speedup(program, policy)
     except _Failed as failed:
@@ -107,11 +111,36 @@ def _options(repeats: int = 1):
     return RunOptions(repeats=repeats, time_limit=TIME_LIMIT, baseline=BASELINE)
 
 
-def _sets(names: list[str], policy: str | None) -> list[tuple[str, list]]:
-    """(set name, its instances with `policy` declared) for each set."""
+def _sets(names: list[str], policy: str | None) -> list[tuple[str, list, None]]:
+    """(set name, its instances with `policy` declared, None: its own reference file)."""
     from eplbench.instances import load_instances, with_policy
 
-    return [(name, with_policy(load_instances(name), policy)) for name in names]
+    return [(name, with_policy(load_instances(name), policy), None) for name in names]
+
+
+def _fresh_set(policy: str | None) -> tuple[str, list, list]:
+    """("fresh", FRESH_COUNT small-set recipes drawn from a secret seed, their reference
+    entries solved now with `enum` for FRESH_SOLVE_SECONDS per layer)."""
+    import secrets
+
+    from eplbench.instances import Instance, with_policy
+    from eplbench.instances.families import generate
+    from eplbench.instances.named import SETS
+    from eplbench.reference import solve_entries
+
+    rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+    instances = []
+    for index in range(FRESH_COUNT):
+        recipe = SETS["small"][int(rng.integers(len(SETS["small"])))]
+        seed = int(rng.integers(2**63))
+        weight = generate(recipe.family, seed, recipe.num_layers, recipe.num_experts,
+                          **recipe.params)
+        instances.append(Instance(id=f"fresh/{recipe.family}-{index}", weight=weight,
+                                  topology=recipe.topology, family=recipe.family))
+    instances = with_policy(instances, policy)
+    entries = [entry for instance in instances for entry in solve_entries(
+        (instance, instance.policy), "enum", FRESH_SOLVE_SECONDS, 1, "fresh")]
+    return "fresh", instances, entries
 
 
 def _checked_program(program: str) -> None:
@@ -124,9 +153,10 @@ def _checked_program(program: str) -> None:
         raise _Failed(str(error)) from None
 
 
-def _run(program: str, sets: list[tuple[str, list]]):
-    """The results table of the program (and the yardstick) on every set, gaps attached;
-    _Failed at the first instance the program fails on."""
+def _run(program: str, sets: list[tuple[str, list, list | None]]):
+    """The results table of the program (and the yardstick) on every (name, instances,
+    reference entries or None for the set's own file), gaps attached; _Failed at the first
+    instance the program fails on."""
     import pandas as pd
 
     from eplbench.gaps import attach_reference
@@ -136,16 +166,17 @@ def _run(program: str, sets: list[tuple[str, list]]):
 
     _checked_program(program)
     tables = []
-    for name, instances in sets:
+    for name, instances, entries in sets:
         try:
             rows = run_heuristics([program], instances, _options(),
                                   on_unit=partial(_stop_at_failure, program))
         except BadInput as error:
             raise _Failed(str(error)) from None
         path = reference_path(name)
+        if entries is None and path:
+            entries = check_for_set(read_reference(path), instances, path)
         rows = add_runtime_ratio(rows, BASELINE)
-        entries = check_for_set(read_reference(path), instances, path) if path else None
-        tables.append(attach_reference(rows, entries) if path else rows)
+        tables.append(attach_reference(rows, entries) if entries is not None else rows)
     return pd.concat(tables, ignore_index=True)
 
 

@@ -56,3 +56,15 @@ def test_failures_get_the_worst_score_and_say_why(name, reason, monkeypatch):
     assert result["combined_score"] == 0.0 and result["validity"] == 0.0
     assert reason in result["error"]
     assert "mean_gap" not in result and "speedup" not in result
+
+
+def test_fresh_instances_differ_every_evaluation_and_come_solved():
+    """Drawn from a secret seed each time, so no lookup table built beforehand can hold
+    them; each comes with a reference entry per layer of its declared policy."""
+    first, second = evolve._fresh_set(None), evolve._fresh_set(None)
+    hashes = [{i.content_hash for i in instances} for _, instances, _ in (first, second)]
+    assert len(hashes[0]) == evolve.FRESH_COUNT and not hashes[0] & hashes[1]
+    _, instances, entries = first
+    assert {entry.key for entry in entries} == {
+        (i.content_hash, layer, i.policy) for i in instances for layer in range(i.num_layers)}
+    assert all(entry.lb <= entry.ub for entry in entries)
