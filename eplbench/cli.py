@@ -222,7 +222,7 @@ def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> 
     table = Table(title=f"heuristics on {instance_set} ({policies} policy)")
     columns = ["heuristic", "valid", "balancedness mean", "min", "hierarchy"]
     columns += ["gap mean", "gap max", "ref certified"] if has_gaps else []
-    columns += ["co-located", "runtime ms", f"speed vs {baseline}", "failures"]
+    columns += ["co-located", "runtime ms", f"x faster than {baseline}", "failures"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("heuristic", "failures") else "right")
     shown = short_names(summary.heuristic)
@@ -493,7 +493,8 @@ def _fraction(ctx, param, value: str) -> float:
               callback=_fraction, help="How much any one instance's gap may exceed the "
                                        "baseline's.")
 @click.option("--max-slowdown", default=1.25, show_default=True,
-              type=click.FloatRange(min=1.0), help="Allowed runtime ratio to the baseline.")
+              type=click.FloatRange(min=1.0), help="How many times slower than the baseline "
+              "the candidate may be (the speed check's floor is 1 / this, in x faster).")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(2),
               help="Timed rounds per instance (candidate and baseline back to back).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
@@ -532,9 +533,12 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
     checks, failures = verdicts(table, candidate, baseline, limits)
     _print_frame(checks.assign(passed=checks.passed.map({True: "pass", False: "FAIL"}))
                  .rename(columns={"passed": "verdict"}),
-                 f"gate: {candidate} against {baseline}")
+                 f"gate: {candidate} against {baseline} (speed: x faster than {baseline})")
     if len(failures):
         _print_frame(failures, "instances that failed a check")
+    failed = checks[~checks.passed]
+    names = ", ".join(f"{row.check} on {row.set}" for row in failed.itertuples())
+    stdout.print(f"gate: FAIL ({names})" if len(failed) else "gate: PASS")
     sys.exit(0 if checks.passed.all() else 1)
 
 
@@ -564,7 +568,7 @@ def bench(heuristics, baseline, repeats):
     loaded = {name: load_heuristic(name) for name in names}
     weight = deepseek_v3_weight()
     table = Table(title=f"DeepSeek-V3 shape, median of {repeats}, one thread")
-    for column in ["policy", "heuristic", "median ms", f"speedup vs {baseline}"]:
+    for column in ["policy", "heuristic", "median ms", f"x faster than {baseline}"]:
         table.add_column(column, justify="right")
     invalid = []
     for policy in ("hierarchical", "global"):

@@ -19,6 +19,10 @@ def gate(candidate: str, *extra: str):
                                        "--repeats", "3", "--time-limit", "5", *extra])
     verdicts = dict(re.findall(r"│ tiny\s+│ (valid|gap|speed)\s+│.*?│ (pass|FAIL)\s+│",
                                result.output))
+    # the last line is the verdict, naming every failed check
+    failed = [f"{check} on tiny" for check, verdict in verdicts.items() if verdict == "FAIL"]
+    assert result.output.strip().splitlines()[-1] == (
+        f"gate: FAIL ({', '.join(failed)})" if failed else "gate: PASS"), result.output
     return result, verdicts
 
 
@@ -64,5 +68,74 @@ def test_round_log_ratios_pair_rounds_and_the_interval_covers_the_mean():
                          "runtime_samples": [[2.0, 4.0], [1.0, 1.0], [3.0], [1.5]]})
     ratios = round_log_ratios(rows, "new", "old")
     assert np.allclose(np.exp(ratios), [2.0, 4.0, 2.0])
+    assert np.allclose(round_log_ratios(rows, "old", "new"), -ratios)
     low, high = bootstrap_interval(ratios)
     assert low <= ratios.mean() <= high and low >= np.log(2.0) - 1e-12
+
+
+def synthetic(candidate_gaps, baseline_gaps, candidate_seconds, baseline_seconds,
+              candidate_valid=True):
+    """A results table of one set: per instance one layer with optimum 100, the candidate's
+    and the baseline's loads 100 * (1 + gap) and their timed rounds."""
+    from fractions import Fraction
+
+    from eplbench.gaps import attach_reference
+    from eplbench.reference import ReferenceEntry
+
+    rows, entries = [], []
+    for index, (mine, theirs) in enumerate(zip(candidate_gaps, baseline_gaps)):
+        instance = f"s/{index}"
+        entries.append(ReferenceEntry(instance, f"h{index}", 0, "global", Fraction(100),
+                                      Fraction(100), "x", "x"))
+        for name, gap, seconds, valid in (("new", mine, candidate_seconds[index],
+                                           candidate_valid),
+                                          ("old", theirs, baseline_seconds[index], True)):
+            load = Fraction(100) * (1 + Fraction(gap).limit_denominator(10**9))
+            rows.append({"instance_set": "s", "instance": instance, "instance_hash": f"h{index}",
+                         "policy": "global", "layer": 0, "heuristic": name, "valid": valid,
+                         "reason": "" if valid else "shape", "detail": "",
+                         "max_load_num": load.numerator, "max_load_den": load.denominator,
+                         "max_load": float(load), "num_replicas": 8, "colocated_replicas": 0,
+                         "runtime_samples": seconds})
+    return attach_reference(pd.DataFrame(rows), entries)
+
+
+def checks_of(table, **limits):
+    from eplbench.gate import Limits, verdicts
+
+    checks, _ = verdicts(table, "new", "old", Limits(**limits))
+    return dict(zip(checks.check, checks.passed))
+
+
+STEADY = [[1.0, 1.0, 1.0]] * 6
+
+
+def test_the_mean_gap_tolerance_decides():
+    """+0.04 points on average passes the default +0.05; +0.06 fails; no instance > +1%."""
+    base = [0.01] * 6
+    assert checks_of(synthetic([0.0104] * 6, base, STEADY, STEADY))["gap"]
+    assert not checks_of(synthetic([0.0106] * 6, base, STEADY, STEADY))["gap"]
+    assert checks_of(synthetic([0.0106] * 6, base, STEADY, STEADY),
+                     max_gap_increase=0.001)["gap"]
+
+
+def test_one_instance_far_worse_fails_the_gap_check():
+    gaps = [0.0] * 5 + [0.02]
+    assert not checks_of(synthetic(gaps, [0.0] * 6, STEADY, STEADY),
+                         max_gap_increase=1.0)["gap"]
+
+
+def test_a_slowdown_fails_only_when_it_is_significant():
+    """2x slower in every round fails; 2x slower on average but with rounds on both sides
+    of 1 (not significant) passes, as asv's rule says."""
+    slow = [[2.0, 2.0, 2.0]] * 6
+    assert not checks_of(synthetic([0.0] * 6, [0.0] * 6, slow, STEADY))["speed"]
+    # geometric mean 1.41x slower, beyond 1.25x, but rounds on both sides of 1
+    spread = [[6.0, 0.25, 2.0], [0.3, 5.0, 1.5], [4.0, 0.5, 1.0],
+              [0.4, 7.0, 1.2], [3.0, 0.6, 2.2], [0.5, 6.0, 0.9]]
+    assert checks_of(synthetic([0.0] * 6, [0.0] * 6, spread, STEADY))["speed"]
+
+
+def test_an_invalid_candidate_is_not_timed_and_fails_every_check():
+    checks = checks_of(synthetic([0.0] * 6, [0.0] * 6, STEADY, STEADY, candidate_valid=False))
+    assert checks == {"valid": False, "gap": False, "speed": False, "co-located": True}

@@ -24,7 +24,8 @@ FIGURES = [
     ("gap_by_family", "Gap per instance family",
      "Instance gaps per heuristic, one panel per family of instances."),
     ("gap_vs_runtime", "Gap against runtime",
-     "Mean gap against the runtime ratio to the baseline: the trade-off each heuristic makes."),
+     "Mean gap against the speedup over the baseline (x faster: above 1 is faster): the "
+     "trade-off each heuristic makes. A heuristic invalid on some instance is not drawn."),
     ("gap_attribution", "Gap attribution",
      "Mean loss per stage as a share of the global optimum: to the hierarchy (hierarchical "
      "optimum - global optimum), to replication (best packing of the heuristic's own counts - "
