@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eplbench.errors import BadInput, InvalidPlacement
+from eplbench.progress import tracked
 
 # tables keep their columns whole when piped (rich would wrap or cut them at 80 columns)
 stdout = Console(width=None if sys.stdout.isatty() else 10_000)
@@ -166,17 +166,15 @@ def _run_resumable(names, loaded, options, out):
     done = frozenset(zip(previous.instance_hash, previous.heuristic) if len(previous) else ())
     heuristics = set(names) | {options.baseline}
     new_rows = []
-    with _progress() as progress:
-        task = progress.add_task("running", total=len(instances))
+    settled = sum(all((i.content_hash, h) in done for h in heuristics) for i in instances)
+    with tracked("running", len(instances), settled) as progress:
 
         def finished(instance, rows):
             new_rows.extend({**row, "instance_set": set_of[instance.id]} for row in rows)
-            progress.update(task, advance=1, description=instance.id)
+            progress.advance(instance.id)
             if out:
                 write_results(_combined(previous, new_rows), out)
 
-        progress.update(task, advance=sum(all((i.content_hash, h) in done for h in heuristics)
-                                          for i in instances))
         try:
             run_heuristics(names, instances, options, on_unit=finished, done=done)
         except KeyboardInterrupt:
@@ -210,11 +208,6 @@ def _combined(previous, new_rows):
     if len(new):
         previous = previous[~previous.instance_hash.isin(set(new.instance_hash))]
     return pd.concat([previous, new], ignore_index=True)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=stderr, transient=True)
 
 
 def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> None:
@@ -423,14 +416,17 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     except BadInput as error:
         raise BadInput(f"{trace or name}: {error}") from None
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
-    with stderr.status(f"planning on {len(instances) - 1} windows"):
-        rows = add_runtime_ratio(replay_rows(_split(heuristics), instances, options),
-                                 options.baseline).assign(instance_set=name)
+    with tracked("planning", len(instances) - 1) as progress:
+        rows = replay_rows(_split(heuristics), instances, options,
+                           on_unit=lambda index, _: progress.advance(instances[index].id))
+    rows = add_runtime_ratio(rows, options.baseline).assign(instance_set=name)
     policies = [instances[0].policy]
-    with stderr.status("hindsight: solving every served window"):
-        hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs)
+    with tracked("hindsight", len(instances)) as progress:
+        hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs,
+                                      on_unit=lambda unit, _: progress.advance(unit[0].id))
         plans = {p: fixed_plan(instances[1:], hindsight, p, solver, solve_time)
                  for p in policies}
+        progress.advance("best fixed plan")
     table = attach_reference(rows, hindsight)
     if out:
         write_results(table, out)
@@ -662,15 +658,14 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again,
     solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=workers,
                          origin=out.name)
     entries = []
-    with _progress() as progress:
-        task = progress.add_task("solving", total=len(units), completed=len(units) - len(todo))
+    with tracked("solving", len(units), len(units) - len(todo)) as progress:
         for (instance, policy), unit_entries in run_units(solve_unit, todo, jobs):
             entries += unit_entries
             write_reference(out, merge(previous + entries).values())
             if placements:
                 write_placements(placements, unit_entries)
             statuses = "".join("*" if e.status == "OPTIMAL" else "." for e in unit_entries)
-            progress.update(task, advance=1, description=f"{instance.id} {policy} {statuses}")
+            progress.advance(f"{instance.id} {policy} {statuses} (* certified layer)")
     merged = merge(previous + entries)
     write_reference(out, merged.values())
     certified = sum(e.status == "OPTIMAL" for e in merged.values())
@@ -712,13 +707,12 @@ def solve_bench(sets, solver, policy, time_limit, workers, jobs, layers_csv):
     for name in _split(sets):
         units = [i for i in load_instances(name) if policy in policies_for(i, [policy])]
         results = []
-        with _progress() as progress:
-            task = progress.add_task(f"solving {name}", total=len(units))
+        with tracked(f"solving {name}", len(units)) as progress:
             for instance, unit_results in run_units(solve_one, units, jobs):
                 results += unit_results
                 rows += [_layer_row(name, instance.id, layer, result)
                          for layer, result in enumerate(unit_results)]
-                progress.update(task, advance=1)
+                progress.advance(instance.id)
         certified = [r.wall_time for r in results if r.status == "OPTIMAL"]
         gaps = [r.gap for r in results]
         table.add_row(name, str(len(results)),

@@ -63,12 +63,13 @@ def simulated_windows(num_layers: int, num_experts: int, num_windows: int, seed:
 
 
 def replay_rows(heuristics: list[str], windows: list[Instance],
-                options: RunOptions = RunOptions()) -> pd.DataFrame:
+                options: RunOptions = RunOptions(), on_unit=None) -> pd.DataFrame:
     """Results-table rows of every heuristic (and the baseline) planned on each window and
-    served on the next; instance = the served window, planned_on = the window planned on."""
+    served on the next; instance = the served window, planned_on = the window planned on.
+    on_unit(index, rows) is called as each window pair finishes."""
     specs = heuristic_specs(heuristics, options.baseline)
     step = partial(replay_step, windows=windows, specs=specs, options=options)
-    return pd.DataFrame(rows_of_units(step, list(range(len(windows) - 1)), options))
+    return pd.DataFrame(rows_of_units(step, list(range(len(windows) - 1)), options, on_unit))
 
 
 def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
@@ -81,13 +82,19 @@ def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
 
 
 def hindsight_entries(served: list[Instance], policies: list[str], solver: str,
-                      time_limit: float, jobs: int = 1) -> list[ReferenceEntry]:
-    """Each served window solved on its own: the reference its gaps are measured against."""
+                      time_limit: float, jobs: int = 1, on_unit=None) -> list[ReferenceEntry]:
+    """Each served window solved on its own: the reference its gaps are measured against.
+    on_unit((instance, policy), entries) is called as each is solved."""
     units = [(instance, policy) for instance in served
              for policy in policies_for(instance, policies)]
     solve_unit = partial(solve_entries, solver=solver, time_limit=time_limit, workers=1,
                          origin="hindsight")
-    return [entry for _, entries in run_units(solve_unit, units, jobs) for entry in entries]
+    found = []
+    for unit, entries in run_units(solve_unit, units, jobs):
+        found += entries
+        if on_unit:
+            on_unit(unit, entries)
+    return found
 
 
 def fixed_plan(served: list[Instance], hindsight: list[ReferenceEntry], policy: str,

@@ -155,3 +155,22 @@ def test_bad_scheduler_and_bad_pt_are_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         (line,) = result.output.strip().splitlines()
         assert line.startswith("eplbench: error: ")
+
+
+def test_long_commands_log_a_line_per_unit_when_not_on_a_terminal(tmp_path):
+    """solve and replay are never silent in a log: one line per finished unit, with the
+    count and, after the first, an estimate of the time left."""
+    from eplbench.instances import load_instances, save_set
+
+    folder = save_set(tmp_path / "set", "t", load_instances("tiny")[:3])
+    result = CliRunner().invoke(main, ["solve", str(folder), "--time-limit", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("solving ")]
+    assert [line.split()[1] for line in lines] == [f"{k}/6" for k in range(1, 7)]
+    assert all("s left)" in line for line in lines[1:])
+    replay = CliRunner().invoke(main, ["replay", "--simulate", "2x8", "--topology", "12,4,2,4",
+                                       "--windows", "3", "-H", "zigzag", "--repeats", "1",
+                                       "--solve-time", "1"])
+    assert replay.exit_code == 0, replay.output
+    assert [line.split()[1] for line in replay.output.splitlines()
+            if line.startswith("planning ")] == ["1/2", "2/2"]
