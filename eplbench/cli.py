@@ -269,12 +269,49 @@ def _fmt(value, pattern: str) -> str:
     return "-" if value is None or not np.isfinite(value) else pattern.format(value)
 
 
+@main.command("evaluate")
+@click.argument("programs", nargs=-1, required=True)
+@POLICY_OPTION
+def evaluate_command(programs, policy):
+    """Score programs as an evolutionary search would (`eplbench.evaluate`, see
+    docs/openevolve.md) and rank them by combined score. PROGRAMS: files defining
+    rebalance_experts, built-in names or pkg.module:function."""
+    import time
+
+    import pandas as pd
+
+    from eplbench.evolve import evaluate
+
+    rows = []
+    with tracked("evaluating", len(programs)) as progress:
+        for program in programs:
+            start = time.monotonic()
+            rows.append({"program": program, **evaluate(program, policy),
+                         "seconds": time.monotonic() - start})
+            progress.advance(program)
+    ranked = pd.DataFrame(rows).sort_values("combined_score", ascending=False, kind="stable")
+    shown = short_names(ranked.program)
+    table = Table(title=f"evaluate ({policy or 'declared'} policy), best first")
+    columns = ["rank", "program", "combined score", "mean gap", "max gap",
+               "replay balancedness", "x faster than deepseek_fast", "seconds", "error"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("program", "error") else "right")
+    for rank, row in enumerate(ranked.to_dict("records"), 1):
+        table.add_row(str(rank), shown[row["program"]], f"{row['combined_score']:.4f}",
+                      _fmt(row.get("mean_gap"), "{:.3%}"), _fmt(row.get("max_gap"), "{:.3%}"),
+                      _fmt(row.get("replay_balancedness"), "{:.4f}"),
+                      _fmt(row.get("speedup"), "{:.3g}x"), f"{row['seconds']:.1f}",
+                      str(row.get("error", "")) if pd.notna(row.get("error", "")) else "")
+    stdout.print(table)
+
+
 @main.command()
 @click.argument("placement", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Load matrix [L, E] (.npy, .pt, .csv, .json).")
 @click.option("--topology", help="num_replicas,num_groups,num_nodes,num_gpus, e.g. 16,4,2,8.")
-@click.option("--instance", help="SET:ID, an instance of a set, instead of --weights/--topology.")
+@click.option("--instance", help="SET:ID, an instance of a set (e.g. tiny:uniform-000), "
+              "instead of --weights/--topology.")
 def check(placement, weights, topology, instance):
     """Check a saved placement (phy2log [L, P]: .npy, .pt, .csv, or .json with key phy2log)
     and print its loads. Exit 0 valid, 1 invalid, 2 bad input."""
@@ -309,9 +346,12 @@ def _weights_and_topology(weights, topology, instance):
 
     if instance:
         set_name, _, instance_id = instance.rpartition(":")
-        matches = [item for item in load_instances(set_name) if item.id == instance_id]
+        items = load_instances(set_name)
+        matches = [item for item in items
+                   if instance_id in (item.id, item.id.rpartition("/")[2])]
         if not matches:
-            raise BadInput(f"{set_name}: no instance {instance_id!r}")
+            known = ", ".join(item.id.rpartition("/")[2] for item in items)
+            raise BadInput(f"{set_name}: no instance {instance_id!r}; its instances: {known}")
         return matches[0].weight, matches[0].topology
     if not (weights and topology):
         raise BadInput("give --instance SET:ID, or both --weights and --topology")
@@ -375,7 +415,8 @@ def report(results, out):
 @click.option("--solver", default="enum", show_default=True, help="Solver for hindsight.")
 @click.option("--solve-time", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds per layer and policy for the hindsight bounds.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
+              help="Timed planning calls per heuristic and window (the median is kept).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds per heuristic call.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
@@ -550,8 +591,10 @@ def _print_frame(frame, title: str) -> None:
 @main.command()
 @click.option("--heuristics", "-H", default="deepseek_fast", show_default=True,
               help="Comma-separated heuristics to time against the baseline.")
-@click.option("--baseline", default="deepseek", show_default=True)
-@click.option("--repeats", default=7, show_default=True, type=click.IntRange(1))
+@click.option("--baseline", default="deepseek", show_default=True,
+              help="The heuristic speeds are relative to (x faster than it).")
+@click.option("--repeats", default=7, show_default=True, type=click.IntRange(1),
+              help="Timed calls per heuristic and policy, interleaved (the median is kept).")
 def bench(heuristics, baseline, repeats):
     """Time heuristics against the baseline on the DeepSeek-V3 shape (58 layers x 256 experts,
     288 slots, 32 GPUs; hierarchical 8 groups on 4 nodes, and global), one thread, calls
@@ -677,10 +720,15 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again,
 @main.command("solve-bench")
 @click.option("--sets", default="tiny,small", show_default=True,
               help="Comma-separated instance sets (names or folders).")
-@click.option("--solver", default="enum", show_default=True)
-@click.option("--policy", default="global", show_default=True)
-@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--solver", default="enum", show_default=True,
+              help="enum (exact branch and bound), cpsat or mip (joint model).")
+@click.option("--policy", default="global", show_default=True,
+              type=click.Choice(["global", "hierarchical"]),
+              help="Policy to solve under (instances whose topology lacks it are skipped).")
+@click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds per layer.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Solver threads per layer (1 keeps runs reproducible).")
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Instances solved at once, in a local process pool (more jobs than cores "
                    "slows each solve down).")
@@ -758,7 +806,7 @@ def heuristics_command():
 
 @main.group()
 def instances():
-    """Instance sets: list, generate."""
+    """Instance sets: list, show, generate, import."""
 
 
 @instances.command("list")
@@ -823,11 +871,14 @@ def instances_import(files, topology, window, name, out, force):
 @click.option("--family", help="Or one family (uniform, lognormal, zipf, hotspot, "
               "group_skewed, routing) with the options below.")
 @click.option("--param", "params", multiple=True, help="Family parameter k=v (repeatable).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the first draw (with --family).")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1),
               help="Instances to draw (seeds seed, seed+1, ...).")
-@click.option("--layers", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--experts", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--layers", default=4, show_default=True, type=click.IntRange(1),
+              help="Layers per instance (with --family).")
+@click.option("--experts", default=16, show_default=True, type=click.IntRange(1),
+              help="Experts per layer (with --family).")
 @click.option("--topology", default="20,4,2,4", show_default=True,
               help="num_replicas,num_groups,num_nodes,num_gpus.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),

@@ -6,16 +6,39 @@ from click.testing import CliRunner
 
 from eplbench.cli import main
 
-COMMANDS = [[], ["run"], ["check"], ["heuristics"], ["instances"], ["instances", "list"],
-            ["instances", "generate"], ["bench"], ["gate"], ["replay"], ["report"], ["solve"],
-            ["solve-bench"]]
+def command_tree(group=main, path=()):
+    """(path, command) for the group and every command below it."""
+    import click
+
+    yield list(path), group
+    for name, command in getattr(group, "commands", {}).items():
+        if isinstance(command, click.Group):
+            yield from command_tree(command, (*path, name))
+        else:
+            yield [*path, name], command
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "eplbench")
+COMMANDS = list(command_tree())
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[0]) or "eplbench")
 def test_help_everywhere(command):
-    result = CliRunner().invoke(main, command + ["--help"])
+    path, _ = command
+    result = CliRunner().invoke(main, path + ["--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output and len(result.output.splitlines()) > 3
+    for name in getattr(command[1], "commands", {}):  # a group's help lists its commands
+        assert f"  {name} " in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[0]) or "eplbench")
+def test_every_option_has_help_text(command):
+    import click
+
+    path, found = command
+    bare = [param.opts[0] for param in found.params
+            if isinstance(param, click.Option) and not param.help and not param.hidden]
+    assert not bare, f"eplbench {' '.join(path)}: options without help: {bare}"
 
 
 def write_example(tmp_path, readme_example, phy2log):
@@ -174,3 +197,29 @@ def test_long_commands_log_a_line_per_unit_when_not_on_a_terminal(tmp_path):
     assert replay.exit_code == 0, replay.output
     assert [line.split()[1] for line in replay.output.splitlines()
             if line.startswith("planning ")] == ["1/2", "2/2"]
+
+
+def test_check_names_an_instance_by_its_short_id_and_lists_ids_on_a_typo(tmp_path):
+    import eplbench as eb
+
+    instance = eb.load_instances("tiny")[0]
+    placement = tmp_path / "p.npy"
+    phy2log = eb.load_heuristic("deepseek")(__import__("torch").from_numpy(instance.weight),
+                                           *instance.topology.as_tuple())[0]
+    np.save(placement, phy2log.numpy())
+    short = instance.id.rpartition("/")[2]
+    result = CliRunner().invoke(main, ["check", str(placement), "--instance", f"tiny:{short}"])
+    assert result.exit_code == 0, result.output
+    typo = CliRunner().invoke(main, ["check", str(placement), "--instance", "tiny:unifrom-000"])
+    assert typo.exit_code == 2 and short in typo.output
+
+
+def test_evaluate_command_ranks_a_policy_breaker_last():
+    from pathlib import Path
+
+    breaker = str(Path(__file__).parent / "fixtures" / "heuristics" / "breaks_hierarchy.py")
+    result = CliRunner().invoke(main, ["evaluate", breaker, "zigzag"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
+    assert [row[2].strip() for row in rows] == ["zigzag", "breaks_hierarchy.py"]
+    assert "breaks the hierarchical policy" in rows[1][-2]
