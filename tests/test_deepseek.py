@@ -1,5 +1,9 @@
-"""The DeepSeek port reproduces the reference's README example; the vectorised twin equals
-the port on every input (ties, zero loads, both policies, 1-8 nodes)."""
+"""The DeepSeek port reproduces the reference's README example and its outputs on 280
+tie-rich inputs, and refuses what the reference refuses; the vectorised twin equals the port on
+every input (ties, zero loads, both policies, 1-8 nodes)."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +14,11 @@ from eplbench import Topology, check_output
 from eplbench.heuristics import deepseek, deepseek_fast
 
 IMPLEMENTATIONS = [deepseek.rebalance_experts, deepseek_fast.rebalance_experts]
+PORT_IDS = ["deepseek", "deepseek_fast"]
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.mark.parametrize("rebalance", IMPLEMENTATIONS, ids=["deepseek", "deepseek_fast"])
+@pytest.mark.parametrize("rebalance", IMPLEMENTATIONS, ids=PORT_IDS)
 @pytest.mark.parametrize("case_index", [0, 1], ids=["hierarchical", "global"])
 def test_readme_example_reproduced_exactly(readme_example, rebalance, case_index):
     case = readme_example["cases"][case_index]
@@ -59,3 +65,79 @@ def test_fast_equals_port(case):
     for want, got in zip(expected, actual):
         assert got.dtype == want.dtype and torch.equal(got, want)
     check_output(weight, actual, Topology(*topology))
+
+
+@pytest.fixture(scope="module")
+def differential():
+    """Tie-rich inputs with the outputs of DeepSeek's own eplb.py (commit in `source`)."""
+    return json.loads((FIXTURES / "deepseek_differential.json").read_text())
+
+
+@pytest.mark.parametrize("rebalance", IMPLEMENTATIONS, ids=PORT_IDS)
+def test_reference_outputs_reproduced_exactly(differential, rebalance):
+    assert len(differential["source"]["commit"]) == 40 and len(differential["cases"]) >= 200
+    for index, case in enumerate(differential["cases"]):
+        topology = (case["num_replicas"], case["num_groups"], case["num_nodes"], case["num_gpus"])
+        phy2log, log2phy, logcnt = rebalance(torch.tensor(case["weight"]), *topology)
+        assert phy2log.tolist() == case["phy2log"], (index, topology)
+        assert logcnt.tolist() == case["logcnt"], (index, topology)
+        assert log2phy.tolist() == case["log2phy"], (index, topology)  # width: largest count
+
+
+def rows(num_layers, num_experts):
+    """[L, E] small integer loads with ties."""
+    return torch.arange(num_layers * num_experts).reshape(num_layers, num_experts) % 5
+
+
+# (weight, P, groups, nodes, GPUs) and what DeepSeek's eplb.py raises (checked against it)
+REFUSED = {
+    "slots_not_multiple_of_gpus": (rows(1, 8), 7, 4, 2, 4, AssertionError),
+    "slots_not_multiple_of_gpus_global": (rows(1, 6), 7, 3, 2, 4, AssertionError),
+    "gpus_not_multiple_of_nodes": (rows(1, 8), 6, 4, 2, 3, AssertionError),
+    "fewer_slots_than_experts": (rows(2, 8), 4, 4, 2, 4, AssertionError),
+    "fewer_slots_than_experts_global": (rows(1, 8), 4, 3, 2, 4, AssertionError),
+    "no_slots": (rows(1, 4), 0, 1, 1, 1, AssertionError),
+    "negative_slots": (rows(1, 4), -4, 1, 1, 4, AssertionError),
+    "experts_not_multiple_of_groups": (rows(1, 6), 8, 4, 2, 4, AssertionError),
+    "zero_nodes": (rows(1, 4), 4, 1, 0, 4, ZeroDivisionError),
+    "zero_groups": (rows(1, 4), 4, 0, 1, 4, ZeroDivisionError),
+    "zero_gpus": (rows(1, 4), 4, 1, 1, 0, ZeroDivisionError),
+    "one_dimensional_weight": (torch.arange(4), 4, 1, 1, 1, ValueError),
+}
+# the same divisibility faults on the global policy, which the reference does not check there
+ACCEPTED = {
+    "gpus_not_multiple_of_nodes_global": (rows(1, 6), 6, 3, 2, 3),
+    "experts_not_multiple_of_groups_global": (rows(1, 6), 8, 4, 3, 4),
+}
+
+
+@pytest.mark.parametrize("rebalance", IMPLEMENTATIONS, ids=PORT_IDS)
+@pytest.mark.parametrize("name", REFUSED)
+def test_refuses_what_the_reference_refuses(rebalance, name):
+    weight, *topology, error = REFUSED[name]
+    with pytest.raises(error):
+        rebalance(weight, *topology)
+
+
+@pytest.mark.parametrize("rebalance", IMPLEMENTATIONS, ids=PORT_IDS)
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_accepts_what_the_reference_accepts(rebalance, name):
+    weight, *topology = ACCEPTED[name]
+    phy2log, _, logcnt = rebalance(weight, *topology)
+    assert phy2log.shape == (1, topology[0])
+    assert logcnt.tolist() == [torch.bincount(phy2log[0], minlength=weight.shape[1]).tolist()]
+
+
+@pytest.mark.parametrize("packing", [deepseek.balanced_packing,
+                                     deepseek_fast.balanced_packing_vectorised])
+@pytest.mark.parametrize("num_items, num_packs", [(5, 2), (4, 3)])
+def test_packing_refuses_unequal_packs(packing, num_items, num_packs):
+    with pytest.raises(AssertionError):
+        packing(torch.ones(2, num_items), num_packs)
+
+
+@pytest.mark.parametrize("replicate", [deepseek.replicate_experts,
+                                       deepseek_fast.replicate_experts_vectorised])
+def test_replication_refuses_fewer_slots_than_experts(replicate):
+    with pytest.raises(AssertionError):
+        replicate(torch.ones(2, 4), 3)

@@ -32,6 +32,7 @@ BUILTINS: dict[str, tuple[str, str]] = {
                  "DeepSeek EPLB, faithful port (reference speed)"),
     "deepseek_fast": ("eplbench.heuristics.deepseek_fast:rebalance_experts",
                       "DeepSeek EPLB, packing vectorised across layers (same output)"),
+    "vllm": ("eplbench.heuristics.vllm:rebalance_experts", "vLLM default policy (DefaultEplbPolicy), faithful port"),
     "swap_search": ("eplbench.heuristics.swap_search:rebalance_experts",
                     "ours: D'Hondt + greedy packing + best-improvement swaps, heaviest pack vs all"),
     "zigzag": ("eplbench.heuristics.peers:zigzag",

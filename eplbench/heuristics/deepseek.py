@@ -8,6 +8,11 @@ the baseline of every speed ratio eplbench reports, tracks the reference's); `de
 swaps in a vectorised packing.
 
 Policy: hierarchical when `num_groups % num_nodes == 0`, else global (one group, one node).
+
+Refusals are the reference's: an AssertionError, at the same step, for experts not splitting
+into groups (hierarchical policy only), GPUs not splitting into nodes (likewise), slots not
+splitting into GPUs, fewer slots than experts, and a packing whose items do not split into
+its packs. They are raised explicitly, so that `python -O` keeps them.
 """
 
 from functools import partial
@@ -22,6 +27,37 @@ Replication = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, to
 # both stages within a node: (node rows [X, n], slots per row, GPUs per row) -> replica2local,
 # replica_rank [X, slots], local_count [X, n], gpu_of_replica, rank_on_gpu [X, slots]
 Placement = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, ...]]
+
+
+def refuse_unless(condition: bool, reason: str) -> None:
+    """The reference's `assert`: AssertionError when `condition` is false."""
+    if not condition:
+        raise AssertionError(reason)
+
+
+def check_packing(num_items: int, num_packs: int) -> None:
+    """The reference's packing refuses items that do not fill its packs equally."""
+    refuse_unless(num_items % num_packs == 0, f"{num_items} items do not split into "
+                  f"{num_packs} equal packs")
+
+
+def check_replication(num_log: int, num_phy: int) -> None:
+    """The reference's replication refuses fewer slots than experts."""
+    refuse_unless(num_phy >= num_log, f"{num_phy} slots cannot hold {num_log} experts")
+
+
+def check_hierarchy(num_experts: int, num_replicas: int, num_groups: int, num_nodes: int,
+                    num_gpus: int) -> None:
+    """The reference's checks on entering its hierarchical step, in its order (a zero
+    divisor raises ZeroDivisionError there as here)."""
+    refuse_unless(num_experts % num_groups == 0,
+                  f"{num_experts} experts do not split into {num_groups} groups")
+    refuse_unless(num_groups % num_nodes == 0,
+                  f"{num_groups} groups do not split into {num_nodes} nodes")
+    refuse_unless(num_gpus % num_nodes == 0,
+                  f"{num_gpus} GPUs do not split into {num_nodes} nodes")
+    refuse_unless(num_replicas % num_gpus == 0,
+                  f"{num_replicas} slots do not split into {num_gpus} GPUs")
 
 
 def descending_order(weight: torch.Tensor) -> torch.Tensor:
@@ -39,12 +75,14 @@ def balanced_packing(weight: torch.Tensor, num_packs: int) -> tuple[torch.Tensor
     """Greedy cardinality-constrained packing (LPT with exactly n / num_packs items per pack).
 
     Args:
-        weight: [X, n] float32 item weights; n is a multiple of num_packs.
+        weight: [X, n] float32 item weights; n is a multiple of num_packs (AssertionError
+            otherwise).
     Returns:
         pack_index: [X, n] int64 pack of each item.
         rank_in_pack: [X, n] int64 position of the item in its pack (assignment order).
     """
     num_rows, num_items = weight.shape
+    check_packing(num_items, num_packs)
     capacity = num_items // num_packs
     if capacity == 1:
         return one_item_per_pack(weight)
@@ -69,13 +107,14 @@ def replicate_experts(weight: torch.Tensor, num_phy: int):
 
     Args:
         weight: [X, num_log] float32 loads.
-        num_phy: slots per row, >= num_log.
+        num_phy: slots per row, >= num_log (AssertionError otherwise).
     Returns:
         phy2log: [X, num_phy] int64 (slot i < num_log holds expert i; the rest in order given).
         rank: [X, num_phy] int64 replica index of each slot.
         logcnt: [X, num_log] int64 replica counts.
     """
     num_rows, num_log = weight.shape
+    check_replication(num_log, num_phy)
     phy2log = torch.arange(num_phy, dtype=torch.int64).repeat(num_rows, 1)
     rank = torch.zeros(num_rows, num_phy, dtype=torch.int64)
     logcnt = torch.ones(num_rows, num_log, dtype=torch.int64)
@@ -105,25 +144,32 @@ def replicate_then_pack(replicate: Replication, packing: Packing, node_weight: t
     return replica2local, replica_rank, local_count, gpu_of_replica, rank_on_gpu
 
 
+def group_sums(weight: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[L, groups] float32 load of each group of consecutive experts, summed as the reference."""
+    return weight.unflatten(-1, (num_groups, weight.shape[-1] // num_groups)).sum(-1)
+
+
 def rebalance_hierarchical(weight: torch.Tensor, num_replicas: int, num_groups: int,
                            num_nodes: int, num_gpus: int, group_packing: Packing,
-                           place: Placement):
+                           place: Placement, sum_groups=group_sums):
     """Groups to nodes, then replicas placed within each node.
 
     Args:
-        weight: [L, E] float32 loads; E % num_groups == 0, num_groups % num_nodes == 0.
+        weight: [L, E] float32 loads; the topology passes `check_hierarchy`.
         group_packing: groups to nodes (DeepSeek: its balanced packing).
         place: replication and packing within a node (DeepSeek: D'Hondt, then the packing).
+        sum_groups: (weight, num_groups) -> [L, groups] group loads (DeepSeek: torch's sum).
     Returns:
         phy2log [L, P], rank [L, P], logcnt [L, E], all int64.
     """
     num_layers, num_experts = weight.shape
+    check_hierarchy(num_experts, num_replicas, num_groups, num_nodes, num_gpus)
     group_size = num_experts // num_groups
     groups_per_node = num_groups // num_nodes
     experts_per_node = num_experts // num_nodes
     slots_per_gpu = num_replicas // num_gpus
 
-    group_load = weight.unflatten(-1, (num_groups, group_size)).sum(-1)
+    group_load = sum_groups(weight, num_groups)
     node_of_group, rank_on_node = group_packing(group_load, num_nodes)
     # "node-major" order: the experts of node 0's groups first, then node 1's, ...
     first_position = (node_of_group * groups_per_node + rank_on_node) * group_size
@@ -155,15 +201,28 @@ def rebalance_with(packing: Packing, replicate: Replication, weight: torch.Tenso
                             num_replicas, num_groups, num_nodes, num_gpus)
 
 
+def policy_topology(num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int):
+    """(slots, groups, nodes, GPUs) the reference places with: hierarchical when the groups
+    split into the nodes, else global (one group, one node)."""
+    if num_groups % num_nodes == 0:
+        return num_replicas, num_groups, num_nodes, num_gpus
+    return num_replicas, 1, 1, num_gpus
+
+
+def load_matrix(weight) -> torch.Tensor:
+    """[L, E] float32 CPU loads; ValueError for another rank (the reference's unpacking)."""
+    weight = torch.as_tensor(weight)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [layers, experts], got shape {tuple(weight.shape)}")
+    return weight.float().cpu()
+
+
 def rebalance_placed(group_packing: Packing, place: Placement, weight: torch.Tensor,
                      num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int):
     """DeepSeek's entry point with groups packed by `group_packing` and each node's
     replicas chosen and packed by `place`; see `rebalance_experts`."""
-    weight = torch.as_tensor(weight).float().cpu()
-    if num_groups % num_nodes == 0:
-        topology = (num_replicas, num_groups, num_nodes, num_gpus)
-    else:
-        topology = (num_replicas, 1, 1, num_gpus)
+    weight = load_matrix(weight)
+    topology = policy_topology(num_replicas, num_groups, num_nodes, num_gpus)
     phy2log, rank, logcnt = rebalance_hierarchical(weight, *topology, group_packing, place)
     return phy2log, log2phy_from_ranks(phy2log, rank, logcnt), logcnt
 
@@ -174,9 +233,11 @@ def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int,
 
     Args:
         weight: [L, E] token counts per layer and logical expert.
-        num_replicas: P slots, a multiple of num_gpus; num_gpus a multiple of num_nodes.
+        num_replicas: P >= E slots, a multiple of num_gpus; num_gpus a multiple of num_nodes
+            (hierarchical policy); AssertionError otherwise, as the reference.
     Returns:
-        phy2log [L, P], log2phy [L, E, X] (-1 padded), logcnt [L, E], all int64.
+        phy2log [L, P], log2phy [L, E, X] (-1 padded, X = the largest count, as the
+        reference), logcnt [L, E], all int64.
     """
     return rebalance_with(balanced_packing, replicate_experts, weight, num_replicas, num_groups,
                           num_nodes, num_gpus)

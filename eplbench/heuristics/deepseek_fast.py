@@ -6,35 +6,52 @@ every row (layer, or layer x node) at once, so the Python loop runs n times inst
 X * n * packs. The per-step kernels run on numpy arrays: on tensors of a few hundred
 elements, a numpy call costs ~1-2 us against ~4-6 us for the same torch call, and the
 float32 arithmetic and first-index tie-breaking are identical. Sorting stays with torch,
-whose (unstable) tie order is part of the reference's output.
+whose (unstable) tie order is part of the reference's output. The numpy cores
+(`greedy_packing`, `dhondt`) take the sort and the arithmetic's dtype as arguments, so that
+the `vllm` port (numpy's sort, float64) shares them.
+
+Loads are finite: on NaN or infinite loads (which eplbench's instances never hold) the
+reference still returns a placement while this version may not.
 """
 
 import numpy as np
 import torch
 
-from eplbench.heuristics.deepseek import descending_order, one_item_per_pack, rebalance_with
+from eplbench.heuristics.deepseek import (check_packing, check_replication, descending_order,
+                                          rebalance_with)
 
 
-def balanced_packing_vectorised(weight: torch.Tensor, num_packs: int):
-    """Same contract and result as `deepseek.balanced_packing`.
+def greedy_packing(weight: np.ndarray, num_packs: int, descending, load_dtype=np.float32):
+    """The reference's packing on every row at once, with a chosen sort and load dtype.
+
+    Items are taken heaviest first (in the order `descending` gives, ties included); each
+    goes to the lightest pack with room, the first of equal loads; pack loads accumulate in
+    `load_dtype` in assignment order. With one item per pack, item i goes to pack i.
 
     Args:
-        weight: [X, n] float32 item weights; n is a multiple of num_packs.
+        weight: [X, n] item weights (numpy); n is a multiple of num_packs (AssertionError
+            otherwise).
+        descending: [X, n] weights -> [X, n] int64 item indices (numpy), heaviest first.
     Returns:
-        pack_index [X, n] int64, rank_in_pack [X, n] int64.
+        pack_index [X, n] int64, rank_in_pack [X, n] int64 (torch).
     """
     num_rows, num_items = weight.shape
+    check_packing(num_items, num_packs)
     capacity = num_items // num_packs
     if capacity == 1:
-        return one_item_per_pack(weight)
-    order = descending_order(weight)
-    columns = weight.float().gather(1, order).t().contiguous().numpy()  # [n, X], largest first
-    # open_load: a pack's float32 load while it has room, +inf once full (flat [X * packs])
-    open_load = np.zeros(num_rows * num_packs, dtype=np.float32)
+        pack_index = torch.arange(num_items, dtype=torch.int64).repeat(num_rows, 1)
+        return pack_index, torch.zeros_like(pack_index)
+    # torch's gather and scatter: half the time of numpy's take/put_along_axis here
+    order = torch.from_numpy(descending(weight))
+    # [n, X]: position i holds each row's i-th item
+    columns = torch.from_numpy(weight).gather(1, order).t().contiguous().numpy()
+    columns = columns.astype(load_dtype, copy=False)
+    # open_load: a pack's load while it has room, +inf once full (flat [X * packs])
+    open_load = np.zeros(num_rows * num_packs, dtype=load_dtype)
     by_row = open_load.reshape(num_rows, num_packs)
     filled = np.zeros(num_rows * num_packs, dtype=np.int64)
     # added on top of the item that brings a pack to rank + 1 items: +inf when that fills it
-    full_penalty = np.zeros(capacity, dtype=np.float32)
+    full_penalty = np.zeros(capacity, dtype=load_dtype)
     full_penalty[-1] = np.inf
     row_start = np.arange(num_rows) * num_packs
     chosen = np.empty((num_items, num_rows), dtype=np.int64)
@@ -51,17 +68,37 @@ def balanced_packing_vectorised(weight: torch.Tensor, num_packs: int):
     return pack_index, rank_in_pack
 
 
-def replicate_experts_vectorised(weight: torch.Tensor, num_phy: int):
-    """Same contract and result as `deepseek.replicate_experts` (D'Hondt).
+def torch_descending(weight: np.ndarray) -> np.ndarray:
+    """[X, n] item indices by decreasing weight, ties as torch's default sort (the reference)."""
+    return descending_order(torch.from_numpy(weight)).numpy()
+
+
+def balanced_packing_vectorised(weight: torch.Tensor, num_packs: int):
+    """Same contract and result as `deepseek.balanced_packing`.
 
     Args:
-        weight: [X, num_log] float32 loads.
+        weight: [X, n] float32 item weights; n is a multiple of num_packs.
     Returns:
-        phy2log [X, num_phy], rank [X, num_phy], logcnt [X, num_log], all int64.
+        pack_index [X, n] int64, rank_in_pack [X, n] int64.
+    """
+    return greedy_packing(weight.float().numpy(), num_packs, torch_descending)
+
+
+def dhondt(weight: np.ndarray, num_phy: int, ratio_dtype=np.float32):
+    """D'Hondt replication on every row at once: each extra slot goes to the first expert of
+    the largest weight / count, computed in `ratio_dtype`.
+
+    Args:
+        weight: [X, num_log] loads.
+        num_phy: slots per row, >= num_log (AssertionError otherwise).
+    Returns:
+        phy2log [X, num_phy], rank [X, num_phy], logcnt [X, num_log], all int64 (numpy);
+        slot i < num_log holds expert i, the rest in the order given.
     """
     num_rows, num_log = weight.shape
-    values = weight.float().numpy().ravel()
-    per_replica = values.copy()  # weight / count in float32, as the reference divides
+    check_replication(num_log, num_phy)
+    values = weight.astype(ratio_dtype, copy=False).ravel()
+    per_replica = values.copy()
     count = np.ones(num_rows * num_log, dtype=np.int64)
     row_start = np.arange(num_rows) * num_log
     phy2log = np.empty((num_rows, num_phy), dtype=np.int64)
@@ -71,10 +108,21 @@ def replicate_experts_vectorised(weight: torch.Tensor, num_phy: int):
         flat = row_start + per_replica.reshape(num_rows, num_log).argmax(1)  # first maximum
         rank[:, slot] = count[flat]
         count[flat] += 1
-        per_replica[flat] = values[flat] / count[flat].astype(np.float32)
+        per_replica[flat] = values[flat] / count[flat].astype(ratio_dtype)
         phy2log[:, slot] = flat - row_start
-    return (torch.from_numpy(phy2log), torch.from_numpy(rank),
-            torch.from_numpy(count.reshape(num_rows, num_log)))
+    return phy2log, rank, count.reshape(num_rows, num_log)
+
+
+def replicate_experts_vectorised(weight: torch.Tensor, num_phy: int):
+    """Same contract and result as `deepseek.replicate_experts` (D'Hondt, float32 ratios as
+    the reference divides).
+
+    Args:
+        weight: [X, num_log] float32 loads.
+    Returns:
+        phy2log [X, num_phy], rank [X, num_phy], logcnt [X, num_log], all int64.
+    """
+    return tuple(map(torch.from_numpy, dhondt(weight.float().numpy(), num_phy)))
 
 
 def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int,
