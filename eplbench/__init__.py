@@ -1,6 +1,6 @@
 """eplbench: the exact yardstick for Mixture-of-Experts expert-placement heuristics (EPLB).
 
-The stable Python API of SPEC 9:
+The stable Python API of spec §9:
 
     import eplbench as eb
     topo = eb.Topology(num_replicas=288, num_groups=8, num_nodes=4, num_gpus=32)

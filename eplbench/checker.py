@@ -1,7 +1,7 @@
 """The one checker: every placement, from a heuristic or a solver, is validated and scored here.
 
 `check(weight, phy2log, topo)` raises `InvalidPlacement(reason, detail)` on a broken
-placement and otherwise returns an `Evaluation` with exact max loads (SPEC 1 and 2).
+placement and otherwise returns an `Evaluation` with exact max loads (spec §1 and 2).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Evaluation:
         mean_load: [L] exact `sum(weight[l]) / G` per layer (Fraction).
         balancedness: `sum mean_load / sum max_load` over layers (1.0 is perfect).
         balancedness_per_layer: [L] float64 `mean_load / max_load`.
-        respects_hierarchy: True when every layer is a hierarchical placement (SPEC 1);
+        respects_hierarchy: True when every layer is a hierarchical placement (spec §1);
             False when some layer is not or the topology has no hierarchy for these experts.
         hierarchical_layers: [L] bool, per layer.
         split_groups: [L] int64 groups whose experts sit on more than one node (0 where
@@ -214,7 +214,7 @@ def _hierarchy_breaks(slots: np.ndarray, num_experts: int,
                       topo: Topology) -> tuple[np.ndarray, np.ndarray]:
     """([L] groups on more than one node, [L] nodes holding other than num_groups / N
     groups, counted where no group is split); zeros where the topology has no hierarchy.
-    A layer is hierarchical (SPEC 1) when both are 0."""
+    A layer is hierarchical (spec §1) when both are 0."""
     num_layers, num_slots = slots.shape
     if topo.hierarchy_problem(num_experts) is not None:
         return np.zeros(num_layers, dtype=np.int64), np.zeros(num_layers, dtype=np.int64)

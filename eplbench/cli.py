@@ -673,7 +673,7 @@ def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, s
                    "placements: they are the answers, so keep this file away from "
                    "candidates.")
 def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again, placements):
-    """Solve every layer of a set exactly and write / merge its reference values (SPEC 6).
+    """Solve every layer of a set exactly and write / merge its reference values (spec §6).
 
     A layer counts as settled, and is skipped, when the file already has it certified
     optimal or (unless --again) solved by the same solver with at least this time limit."""

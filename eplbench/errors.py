@@ -16,7 +16,7 @@ class BadInput(EplbenchError, ValueError):
 
 
 class InvalidPlacement(EplbenchError):
-    """A placement that breaks the contract of SPEC 4.
+    """A placement that breaks the contract of spec §4.
 
     Attributes:
         reason: a short stable code (`shape`, `dtype`, `range`, ...) for tables and tests.

@@ -1,4 +1,4 @@
-"""Exact arithmetic of SPEC 2: replica and GPU loads as integers after lcm scaling.
+"""Exact arithmetic of spec §2: replica and GPU loads as integers after lcm scaling.
 
 A replica of expert e carries `w_e / c_e`. Multiplying by `M = lcm` of the replica counts in
 use makes every replica load `w_e * (M / c_e)` an integer, so sums and maxima are exact.

@@ -1,4 +1,4 @@
-"""Optimality gaps of heuristics against reference values (SPEC 7).
+"""Optimality gaps of heuristics against reference values (spec §7).
 
 Each layer row is compared with the reference of its instance's declared policy (the row's
 `policy` column), whatever policy the placement happens to respect: a placement that breaks
@@ -53,7 +53,7 @@ INSTANCE_GAP_COLUMNS = ["heuristic", "instance", "valid", "certified", "gap_lo",
 
 def instance_gaps(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (heuristic, instance) with a reference on every layer: gap_lo, gap_hi
-    from the layer sums (SPEC 7), valid (every layer valid for the declared policy) and
+    from the layer sums (spec §7), valid (every layer valid for the declared policy) and
     certified (every layer's reference is OPTIMAL). The gaps of a placement that breaks the
     declared policy are kept (with valid False); those of one with no loads are NaN."""
     rows = []

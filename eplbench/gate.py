@@ -1,11 +1,11 @@
-"""The CI gate (SPEC 8): is a candidate heuristic valid everywhere, no worse than the baseline
+"""The CI gate (spec §8): is a candidate heuristic valid everywhere, no worse than the baseline
 in gap beyond a tolerance, and no slower beyond a factor?
 
 Works on a results table that holds the candidate's and the baseline's rows, timed
 interleaved in one run, with reference gaps attached (`gaps.attach_reference`). Per set:
 
 - valid: every layer of every instance is a valid placement;
-- gap: on the instances where both are valid, the mean instance gap (SPEC 7, `gap_hi`: exact
+- gap: on the instances where both are valid, the mean instance gap (spec §7, `gap_hi`: exact
   where the reference is certified, against the lower bound elsewhere, for both alike)
   exceeds the baseline's by at most `max_gap_increase`, and no single instance's by more
   than `max_instance_gap_increase`;

@@ -1,4 +1,4 @@
-"""The EPLB problem of SPEC 1: topology, policies and the load matrix.
+"""The EPLB problem of spec §1: topology, policies and the load matrix.
 
 A topology is `(num_replicas P, num_groups, num_nodes N, num_gpus G)`. GPU `g` holds the
 physical slots `g*S .. g*S+S-1` with `S = P // G`; node `n` holds GPUs `n*G/N .. (n+1)*G/N-1`.

@@ -1,4 +1,4 @@
-"""Reference values (SPEC 6), like MIPLIB's .solu files: per instance layer and policy, the
+"""Reference values (spec §6), like MIPLIB's .solu files: per instance layer and policy, the
 best known ub, the best proven lb, the status and who proved them.
 
 Merging keeps the min ub and the max lb; an lb above an ub is an error naming both sources.

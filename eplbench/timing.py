@@ -1,4 +1,4 @@
-"""Timing (SPEC 7): `perf_counter` around calls, single-threaded, warm-up first; candidates
+"""Timing (spec §7): `perf_counter` around calls, single-threaded, warm-up first; candidates
 alternate call by call so that drift in machine speed hits all of them alike.
 
 Some machines serve `perf_counter` from a coarse clock (a 4 ms tick was seen on the

@@ -1,5 +1,5 @@
 """Every built-in heuristic: valid on every bundled instance, hierarchical where the topology
-allows; the seeds' replication stages behave as SPEC 10 predicts."""
+allows; the seeds' replication stages behave as spec §10 predicts."""
 
 import numpy as np
 import pytest
@@ -165,7 +165,7 @@ def test_packing_by_rounds_by_hand():
 
 @pytest.mark.parametrize("set_name", ["small", "medium-cut"])
 def test_swap_search_meets_its_gap_targets(set_name):
-    """Issue target: mean gap <= 0.1% and max <= 1% per instance (layer sums, SPEC 7) against
+    """Issue target: mean gap <= 0.1% and max <= 1% per instance (layer sums, spec §7) against
     the bundled reference, its lower bound where a layer is not certified."""
     from fractions import Fraction
 

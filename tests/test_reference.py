@@ -1,5 +1,5 @@
 """Reference values: merge keeps min ub / max lb, refuses contradictions, round-trips exactly;
-gaps follow SPEC 7."""
+gaps follow spec §7."""
 
 from fractions import Fraction
 

@@ -61,7 +61,7 @@ def test_time_limit_zero_gives_honest_bounds(truth):
 
 
 def test_dhondt_minimises_the_largest_replica():
-    """SPEC 10: D'Hondt's largest replica load is the minimum over all count vectors."""
+    """spec §10: D'Hondt's largest replica load is the minimum over all count vectors."""
     rng = np.random.default_rng(3)
     for _ in range(200):
         num_experts = int(rng.integers(1, 6))

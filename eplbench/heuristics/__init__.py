@@ -1,6 +1,6 @@
 """Heuristics: built-ins by name, user files and `pkg.module:function` specs.
 
-Every heuristic is called with the engines' signature (SPEC 4):
+Every heuristic is called with the engines' signature (spec §4):
 `rebalance_experts(weight [L, E], num_replicas, num_groups, num_nodes, num_gpus)
 -> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])`, any integer dtype, or `phy2log`
 alone (vLLM's policy, whose last argument is named `num_ranks`). SGLang's form

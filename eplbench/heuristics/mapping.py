@@ -1,4 +1,4 @@
-"""The engine's three maps, built from one another (SPEC 4 output contract).
+"""The engine's three maps, built from one another (spec §4 output contract).
 
 phy2log: [L, P] int64, expert of each slot; rank: [L, P] int64, replica index of each slot
 among its expert's slots; logcnt: [L, E] int64; log2phy: [L, E, X] int64 padded with -1.

@@ -1,4 +1,5 @@
-"""Replication-stage variants from the seeds (../shared/seeds), on DeepSeek's packing.
+"""Replication-stage variants from the seeds (five published greedy-plus-fixup EPLB
+programs, see `seeds`), on DeepSeek's packing.
 
 Each variant chooses replica counts per row, then DeepSeek's hierarchical composition
 (groups to nodes, replicas to GPUs) places them. The seeds' pieces:
@@ -12,7 +13,7 @@ Each variant chooses replica counts per row, then DeepSeek's hierarchical compos
 - a move fix-up: the best single move of one replica from a donor among the experts with the
   largest load per replica to a receiver among the smallest (001: 1 x 1; the others 2 x 2).
 
-SPEC 10 predicts what the exact side confirms: D'Hondt already minimises the largest load
+spec §10 predicts what the exact side confirms: D'Hondt already minimises the largest load
 per replica, so seed 001's move (whose donor is always the top expert) never fires; a tail
 of Sainte-Lague seats can only raise that maximum. Any gain has to come through the packing.
 The maps are rebuilt from the counts in expert order (the seeds edit their maps in place:

@@ -57,7 +57,7 @@ SETS: dict[str, list[Recipe]] = {
     "medium": _mix(4, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8)),
                        (64, Topology(72, 8, 2, 8)), (64, Topology(80, 8, 8, 8))]),
     "medium-cut": _mix(2, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8))]),
-    # model-shaped sets (SPEC 5); loads from the routing simulator
+    # model-shaped sets (spec §5); loads from the routing simulator
     "deepseek-v3": _routed(58, 256, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
     "deepseek-v3-cut": _routed(2, 256, Topology(288, 8, 4, 32), groups=8, topk_groups=4),
     "qwen3-moe": _routed(94, 128, Topology(160, 1, 4, 32), groups=1, topk_groups=1),

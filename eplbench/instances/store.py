@@ -1,4 +1,4 @@
-"""Instance sets on disk: one folder with `manifest.json` and `loads.npz` (SPEC 5).
+"""Instance sets on disk: one folder with `manifest.json` and `loads.npz` (spec §5).
 
 The manifest lists every instance with its family, params, seed, topology, shape and the
 sha256 of its content; loading recomputes each hash and refuses a set that does not match.

@@ -1,7 +1,7 @@
 """The report's figures, each a function of the results table (with reference gaps attached)
 that returns a matplotlib Figure, or None when the table holds nothing to draw.
 
-Instance gaps are SPEC 7's (`gaps.instance_gaps`, the conservative end `gap_hi`), taken
+Instance gaps are spec §7's (`gaps.instance_gaps`, the conservative end `gap_hi`), taken
 only where the placement is valid for the declared policy (`_valid_gaps`).
 """
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 def instance_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (heuristic, instance): valid, reason and detail of the first invalid
-    layer, instance balancedness (SPEC 1 sum convention), per-layer mean balancedness, the
+    layer, instance balancedness (spec §1 sum convention), per-layer mean balancedness, the
     share of slots holding a co-located replica, runtime and its ratio to the baseline.
     Balancedness is NaN where the placement is invalid (for a policy breach too)."""
     grouped = table.groupby(["heuristic", "instance"], sort=False)

@@ -1,4 +1,4 @@
-"""Lower bounds on a layer's optimal max GPU load that need no search (SPEC 3, 10).
+"""Lower bounds on a layer's optimal max GPU load that need no search (spec §3, 10).
 
 Loads are exact: `Fraction`s of tokens. "Count-free" bounds hold for every replica-count
 vector.
@@ -16,7 +16,7 @@ def dhondt_counts(weight, num_slots: int) -> list[int]:
     """D'Hondt: each extra slot to the expert with the largest w / count (lowest index on ties).
 
     Minimises the largest replica load max_e w_e / c_e over all count vectors summing to
-    `num_slots` with every count >= 1 (SPEC 10).
+    `num_slots` with every count >= 1 (spec §10).
     """
     weight = [int(w) for w in weight]
     counts = [1] * len(weight)

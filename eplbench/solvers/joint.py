@@ -1,4 +1,4 @@
-"""The joint model as a solver (SPEC 3): search narrowed, certify exactly.
+"""The joint model as a solver (spec §3): search narrowed, certify exactly.
 
 Count domains come from the incumbent's value U: c_e >= ceil(w_e / U) (a better solution
 needs it) and c_e <= the slots the other experts leave. If that model is too large, domains

@@ -1,4 +1,4 @@
-"""The joint replication + packing model of one layer (SPEC 3), written once for both backends.
+"""The joint replication + packing model of one layer (spec §3), written once for both backends.
 
 Variables, for expert e, allowed count k in D_e and GPU g:
     y[e, k] in {0, 1}: e has exactly k replicas (one k per expert);

@@ -1,4 +1,4 @@
-"""What a solver returns for one layer (SPEC 3)."""
+"""What a solver returns for one layer (spec §3)."""
 
 from __future__ import annotations
 

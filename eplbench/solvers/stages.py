@@ -1,4 +1,4 @@
-"""Stage optimum for gap attribution (SPEC 7): the packing stage alone.
+"""Stage optimum for gap attribution (spec §7): the packing stage alone.
 
 Given a placement, its replica counts are kept and only the packing may change: the joint
 model with one allowed count per expert is exactly "the best packing of these replicas"
