@@ -1,6 +1,8 @@
 """The `vllm` built-in is vLLM's default EPLB policy: it reproduces vLLM's own phy2log on 300
 tie-rich inputs (for the tie order of this machine's numpy sort), agrees with a slow
-re-derivation of vLLM's algorithm written here, and refuses what vLLM refuses."""
+re-derivation of vLLM's algorithm written here, and refuses what vLLM refuses. Its
+`preserve_intragpu_slots` reproduces vLLM's on 200 (old plan, new plan) pairs, keeps each GPU's
+experts and its stayers' old slots, and applies where vLLM applies it."""
 
 import json
 import os
@@ -14,9 +16,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eplbench import Topology, check
 from eplbench.heuristics import deepseek, list_heuristics, vllm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vllm_differential.json"
+PRESERVE_FIXTURE = Path(__file__).parent / "fixtures" / "vllm_preserve_differential.json"
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +93,17 @@ def sort_reached(disabled: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("sort", ["x86-simd-sort", "introsort"])
 def test_vllm_outputs_reproduced_under_each_numpy_sort(differential, sort):
-    """The fixture test again in a python whose numpy sorts as recorded under `sort` (reached
+    """The fixture tests again in a python whose numpy sorts as recorded under `sort` (reached
     by switching numpy's SIMD off, where this CPU can)."""
     disabled = differential["disable_to_emulate"][sort]
     if sort_reached(disabled) != json.dumps(differential["sorts"][sort]):
         pytest.skip(f"numpy here cannot be made to sort as {sort}")
     env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=disabled, EPLBENCH_EXPECT_NUMPY_SORT=sort)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"{__file__}::test_vllm_outputs_reproduced_exactly"],
+                          f"{__file__}::test_vllm_outputs_reproduced_exactly",
+                          f"{__file__}::test_rebalance_with_old_plan_as_vllm"],
                          capture_output=True, text=True, env=env)
-    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:]
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:]
 
 
 # --- vLLM's algorithm again, one layer and one node at a time ------------------------------
@@ -238,3 +243,97 @@ def test_packing_refuses_unequal_packs():
 
 def test_registered_as_builtin():
     assert "DefaultEplbPolicy" in list_heuristics()["vllm"]
+
+
+# --- preserve_intragpu_slots: experts staying on a GPU keep their old slots ---------------
+
+@pytest.fixture(scope="module")
+def preserve_differential():
+    """vLLM's preserve_intragpu_slots on (old, new) pairs, and its rebalance_experts with an
+    old plan under each numpy sort (source in `source`)."""
+    return json.loads(PRESERVE_FIXTURE.read_text())
+
+
+def test_preserve_reproduces_vllm_exactly(preserve_differential):
+    pairs = preserve_differential["pairs"]
+    assert len(pairs) >= 200 and preserve_differential["source"]["blob"]
+    assert sum(pair["post"] != pair["new"] for pair in pairs) > 50  # reordering exercised
+    for index, pair in enumerate(pairs):
+        post = vllm.preserve_intragpu_slots(torch.tensor(pair["new"]), pair["num_ranks"],
+                                            torch.tensor(pair["old"]))
+        assert post.dtype == torch.int64
+        assert post.tolist() == pair["post"], index
+
+
+def test_preserve_returns_the_new_plan_where_the_gpus_do_not_divide_it():
+    new, old = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[2, 0, 1, 3]])
+    assert all(vllm.preserve_intragpu_slots(new, ranks, old) is new for ranks in (3, 0, -1))
+    assert vllm.preserve_intragpu_slots(new, 1, old).tolist() == [[2, 0, 1, 3]]
+    assert vllm.preserve_intragpu_slots(new, 2, old).tolist() == [[1, 0, 2, 3]]
+
+
+@st.composite
+def plan_pairs(draw):
+    """(weight [L, E], old phy2log, new phy2log [L, P], GPUs): both plans valid (every expert
+    placed), the new one often a shuffle of the old, so that many experts stay on a GPU."""
+    gpus, per_gpu = draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    slots = gpus * per_gpu
+    experts, layers = draw(st.integers(1, slots)), draw(st.integers(1, 3))
+
+    def plan_row():
+        extra = draw(st.lists(st.integers(0, experts - 1), min_size=slots - experts,
+                              max_size=slots - experts))
+        return draw(st.permutations(list(range(experts)) + extra))
+
+    old = [plan_row() for _ in range(layers)]
+    shuffled = draw(st.booleans())
+    new = [draw(st.permutations(row)) if shuffled else plan_row() for row in old]
+    weight = draw(st.lists(st.lists(st.integers(0, 20), min_size=experts, max_size=experts),
+                           min_size=layers, max_size=layers))
+    return weight, old, new, gpus
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan_pairs())
+def test_preserve_keeps_gpu_experts_and_stayers_slots(case):
+    weight, old, new, gpus = case
+    post = vllm.preserve_intragpu_slots(torch.tensor(new), gpus, torch.tensor(old)).tolist()
+    per_gpu = len(new[0]) // gpus
+    for old_row, new_row, post_row in zip(old, new, post):
+        for start in range(0, len(new_row), per_gpu):
+            gpu = slice(start, start + per_gpu)
+            assert sorted(post_row[gpu]) == sorted(new_row[gpu])  # same experts on each GPU
+            for expert in set(old_row[gpu]) & set(new_row[gpu]):
+                old_slots = [s for s in range(start, start + per_gpu) if old_row[s] == expert]
+                kept = [s for s in old_slots if post_row[s] == expert]
+                assert kept  # an expert staying on a GPU keeps one of its old slots,
+                # indeed its first old slots, one for each of its replicas that stays there
+                staying = min(len(old_slots), new_row[gpu].count(expert))
+                assert kept == old_slots[:staying]
+    topo = Topology(len(new[0]), 1, 1, gpus)
+    before, after = (check(weight, np.array(plan), topo) for plan in (new, post))
+    assert after.max_load == before.max_load
+    assert np.array_equal(after.gpu_load, before.gpu_load)
+    assert np.array_equal(after.logcnt, before.logcnt)
+
+
+def test_rebalance_with_old_plan_as_vllm(differential, preserve_differential):
+    """rebalance_experts(..., old_global_expert_indices=old) gives vLLM's phy2log, and maps
+    derived from it; without the old plan, vLLM's plain phy2log."""
+    sort = numpy_sort(differential)
+    if sort is None:
+        pytest.skip("this numpy breaks argsort ties unlike either recorded sort")
+    assert sort == os.environ.get("EPLBENCH_EXPECT_NUMPY_SORT", sort)
+    cases = preserve_differential["rebalance"]
+    assert sum(case["phy2log"][sort] != case["without_old"][sort] for case in cases) > 8
+    for case in cases:
+        weight = torch.tensor(case["weight"])
+        topology = (case["num_replicas"], case["num_groups"], case["num_nodes"], case["num_gpus"])
+        old = torch.tensor(case["old"])
+        phy2log, log2phy, logcnt = vllm.rebalance_experts(weight, *topology,
+                                                          old_global_expert_indices=old)
+        assert phy2log.tolist() == case["phy2log"][sort], (case["index"], topology)
+        assert (log2phy.tolist(), logcnt.tolist()) == slot_order_maps(
+            case["phy2log"][sort], weight.shape[1]), case["index"]
+        assert vllm.rebalance_experts(weight, *topology, old)[0].tolist() == phy2log.tolist()
+        assert vllm.rebalance_experts(weight, *topology)[0].tolist() == case["without_old"][sort]
