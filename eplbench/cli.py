@@ -96,14 +96,14 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
     from eplbench.heuristics import BUILTINS
     from eplbench.reports.tables import heuristic_summary
     from eplbench.results import write_results
-    from eplbench.runner import RunOptions, add_runtime_ratio
+    from eplbench.runner import RunOptions
 
     names = _split(heuristics) or list(BUILTINS)
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs, scheduler=scheduler,
                          attribution=attribution)
     loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
-    table = add_runtime_ratio(_run_resumable(names, loaded, options, out), options.baseline)
+    table, others = _run_resumable(names, loaded, options, out)
     tables, summaries = _per_set(table, loaded), []
     for (name, _, entries), mine in zip(loaded, tables):
         summaries.append((name, heuristic_summary(mine)))
@@ -112,8 +112,9 @@ def run(heuristics, instance_sets, repeats, time_limit, reference, out, markdown
             stderr.print(f"no reference values for {name}: gaps need `eplbench solve` first")
     table = pd.concat(tables, ignore_index=True)
     if out:
-        write_results(table, out)
-        stderr.print(f"wrote {len(table)} rows to {out}")
+        write_results(pd.concat([others, table], ignore_index=True), out)
+        kept = f" (and kept {len(others)} rows of other sets)" if len(others) else ""
+        stderr.print(f"wrote {len(table)} rows to {out}{kept}")
     if markdown:
         from eplbench.atomic import write_text_atomic
         from eplbench.reports.markdown import gap_table
@@ -155,14 +156,26 @@ def _per_set(table, loaded) -> list:
 
 
 def _run_resumable(names, loaded, options, out):
-    """Rows of `names` (and the baseline) on every instance of `loaded`, with instance_set;
-    rows already in `out` are kept, and `out` is rewritten after every instance."""
-    from eplbench.results import previous_rows, write_results
+    """(rows of `names` and the baseline on every instance of `loaded`, with instance_set;
+    the rows of `out` that belong to other sets, kept as they were).
+
+    Rows of these sets already in `out`, measured with the same repeats and time limit
+    under the same declared policy, are kept: only the heuristics they lack are run (beside
+    the baseline). `out` is rewritten after every instance."""
+    import pandas as pd
+
+    from eplbench.results import DERIVED_COLUMNS, previous_rows, write_results
     from eplbench.runner import run_heuristics
 
     set_of = {instance.id: name for name, instances, _ in loaded for instance in instances}
     instances = [instance for _, group, _ in loaded for instance in group]
-    previous = _scored_alike(previous_rows(out), instances)
+    earlier = previous_rows(out)
+    of_these = earlier.instance_set.isin({name for name, _, _ in loaded}) if len(earlier) \
+        else pd.Series(dtype=bool)
+    others = earlier[~of_these] if len(earlier) else earlier
+    previous = _scored_alike(earlier[of_these].drop(
+        columns=[c for c in DERIVED_COLUMNS if c in earlier]), instances, options) \
+        if len(earlier) else earlier
     done = frozenset(zip(previous.instance_hash, previous.heuristic) if len(previous) else ())
     heuristics = set(names) | {options.baseline}
     new_rows = []
@@ -173,7 +186,8 @@ def _run_resumable(names, loaded, options, out):
             new_rows.extend({**row, "instance_set": set_of[instance.id]} for row in rows)
             progress.advance(instance.id)
             if out:
-                write_results(_combined(previous, new_rows), out)
+                write_results(pd.concat([others, _combined(previous, new_rows)],
+                                        ignore_index=True), out)
 
         try:
             run_heuristics(names, instances, options, on_unit=finished, done=done)
@@ -184,29 +198,34 @@ def _run_resumable(names, loaded, options, out):
             sys.exit(130)
     table = _combined(previous, new_rows)
     wanted = table.instance.isin(set_of) & table.heuristic.isin(heuristics)
-    return table[wanted].reset_index(drop=True)
+    return table[wanted].reset_index(drop=True), others
 
 
-def _scored_alike(previous, instances):
-    """Earlier rows less those of these instances scored under another declared policy
-    (or before policies were declared): those are measured again."""
-    if not len(previous):
-        return previous
+def _scored_alike(previous, instances, options):
+    """Earlier rows less those measured otherwise: under another declared policy, with
+    other repeats or another time limit, or by an older eplbench that did not record them.
+    Those are measured again."""
     policy_of = {instance.content_hash: instance.policy for instance in instances}
-    declared = previous.instance_hash.map(policy_of)
-    scored = previous.policy if "policy" in previous else None
-    return previous[declared.isna() | (declared == scored)].reset_index(drop=True)
+    same = previous.instance_hash.map(policy_of).isna()  # not an instance of this run
+    if {"policy", "repeats", "time_limit"} <= set(previous):
+        same |= ((previous.instance_hash.map(policy_of) == previous.policy)
+                 & (previous.repeats == options.repeats)
+                 & (previous.time_limit == options.time_limit))
+    return previous[same].reset_index(drop=True)
 
 
 def _combined(previous, new_rows):
-    """Earlier rows, less those of the instances run again, then the new rows."""
+    """Earlier rows, less those of the (instance, heuristic) pairs measured again, then the
+    new rows."""
     import pandas as pd
 
     new = pd.DataFrame(new_rows)
     if not len(previous):
         return new
     if len(new):
-        previous = previous[~previous.instance_hash.isin(set(new.instance_hash))]
+        again = set(zip(new.instance_hash, new.heuristic))
+        previous = previous[[pair not in again for pair in
+                             zip(previous.instance_hash, previous.heuristic)]]
     return pd.concat([previous, new], ignore_index=True)
 
 
@@ -434,7 +453,7 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
                                  simulated_windows, window_instances)
     from eplbench.results import write_results
-    from eplbench.runner import RunOptions, add_runtime_ratio
+    from eplbench.runner import RunOptions
 
     topo = _parse_topology(topology)
     if (trace is None) == (simulate is None):
@@ -460,7 +479,7 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     with tracked("planning", len(instances) - 1) as progress:
         rows = replay_rows(_split(heuristics), instances, options,
                            on_unit=lambda index, _: progress.advance(instances[index].id))
-    rows = add_runtime_ratio(rows, options.baseline).assign(instance_set=name)
+    rows = rows.assign(instance_set=name)
     policies = [instances[0].policy]
     with tracked("hindsight", len(instances)) as progress:
         hindsight = hindsight_entries(instances[1:], policies, solver, solve_time, jobs,
@@ -553,7 +572,7 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
 
     from eplbench.gate import Limits, verdicts
     from eplbench.results import write_results
-    from eplbench.runner import RunOptions, add_runtime_ratio
+    from eplbench.runner import RunOptions
 
     loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
@@ -562,7 +581,7 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
             raise BadInput(f"{name}: no reference values; run `eplbench solve {name}` first "
                            "or pass --reference")
     options = RunOptions(repeats=repeats, time_limit=time_limit, baseline=baseline, jobs=jobs)
-    table = add_runtime_ratio(_run_resumable([candidate], loaded, options, None), baseline)
+    table, _ = _run_resumable([candidate], loaded, options, None)
     table = pd.concat(_per_set(table, loaded), ignore_index=True)
     if out:
         write_results(table, out)

@@ -162,7 +162,7 @@ def _run(program: str, sets: list[tuple[str, list, list | None]]):
     from eplbench.gaps import attach_reference
     from eplbench.instances import reference_path
     from eplbench.reference import check_for_set, read_reference
-    from eplbench.runner import add_runtime_ratio, run_heuristics
+    from eplbench.runner import run_heuristics
 
     _checked_program(program)
     tables = []
@@ -175,7 +175,6 @@ def _run(program: str, sets: list[tuple[str, list, list | None]]):
         path = reference_path(name)
         if entries is None and path:
             entries = check_for_set(read_reference(path), instances, path)
-        rows = add_runtime_ratio(rows, BASELINE)
         tables.append(attach_reference(rows, entries) if entries is not None else rows)
     return pd.concat(tables, ignore_index=True)
 
@@ -214,11 +213,10 @@ def _replay_balancedness(program: str, policy: str | None) -> float:
     from eplbench.problem import Topology
     from eplbench.replay import replay_rows, simulated_windows, window_instances
     from eplbench.reports.tables import instance_summary
-    from eplbench.runner import add_runtime_ratio
 
     windows = window_instances(simulated_windows(**REPLAY_SHAPE), Topology(*REPLAY_TOPOLOGY),
                                "evaluate-replay", policy)
-    rows = add_runtime_ratio(replay_rows([program], windows, _options()), BASELINE)
+    rows = replay_rows([program], windows, _options())
     mine = rows[rows.heuristic == program]
     _raise_first_failure(mine)
     return float(instance_summary(mine).balancedness.mean())

@@ -27,7 +27,8 @@ from eplbench.executors import run_units
 from eplbench.instances import Instance
 from eplbench.problem import Topology
 from eplbench.reference import ReferenceEntry, policies_for, solve_entries
-from eplbench.runner import RunOptions, heuristic_specs, measure, rows_of_units, scored_rows
+from eplbench.runner import (RunOptions, heuristic_specs, measure, rows_of_units, scored_rows,
+                             with_ratio)
 
 # the ADRS evaluator's topology: 288 slots, 8 groups, 4 nodes, 32 GPUs
 ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
@@ -77,8 +78,9 @@ def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
     """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]."""
     plan, served = windows[index], windows[index + 1]
     measurements = measure(plan, specs, options)
-    return [{**row, "planned_on": plan.id} for name, spec in specs.items()
+    rows = [{**row, "planned_on": plan.id} for name, spec in specs.items()
             for row in scored_rows(name, served, measurements[spec])]
+    return with_ratio(rows, measurements[specs[options.baseline]], options)
 
 
 def hindsight_entries(served: list[Instance], policies: list[str], solver: str,

@@ -38,13 +38,13 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
 
 # columns a run derives from its rows at the end (recomputed when a run resumes)
-DERIVED_COLUMNS = ["runtime_ratio", *GAP_COLUMNS]
+DERIVED_COLUMNS = GAP_COLUMNS
 KEY_COLUMNS = ["instance", "instance_hash", "instance_set", "heuristic", "layer"]
 
 
 def previous_rows(path: str | os.PathLike | None) -> pd.DataFrame:
-    """The measured rows of an earlier run's results file, to resume it; empty when `path`
-    is None or does not exist yet."""
+    """The rows of an earlier run's results file, to resume it (DERIVED_COLUMNS included:
+    drop them for the rows measured again); empty when `path` is None or does not exist."""
     if path is None or not Path(path).exists():
         return pd.DataFrame()
     table = read_results(path)
@@ -52,4 +52,4 @@ def previous_rows(path: str | os.PathLike | None) -> pd.DataFrame:
     if missing:
         raise BadInput(f"{path}: not a results table of `eplbench run` (no {', '.join(missing)}); "
                        "give --out a new file")
-    return table.drop(columns=[c for c in DERIVED_COLUMNS if c in table])
+    return table

@@ -49,17 +49,23 @@ def run_heuristics(heuristics: list[str], instances: list[Instance],
                    options: RunOptions = RunOptions(),
                    on_unit: Callable[[Instance, list[dict]], None] | None = None,
                    done: frozenset = frozenset()) -> pd.DataFrame:
-    """Rows of every heuristic (and the baseline) on every instance, without runtime_ratio
-    (`add_runtime_ratio` adds it once every row is in).
+    """Rows of every heuristic (and the baseline) on every instance.
 
-    done: (instance hash, heuristic) pairs measured before; an instance whose pairs are all
-    done is skipped. on_unit(instance, rows) is called as each instance finishes.
+    done: (instance hash, heuristic) pairs measured before: on each instance only the
+    others run, beside the baseline (timed again, so that every runtime_ratio compares calls
+    made side by side); an instance whose pairs are all done is skipped.
+    on_unit(instance, rows) is called as each instance finishes.
     """
     specs = heuristic_specs(heuristics, options.baseline)
-    todo = [instance for instance in instances
-            if not all((instance.content_hash, name) in done for name in specs)]
-    unit = partial(measure_instance, specs=specs, options=options)
-    return pd.DataFrame(rows_of_units(unit, todo, options, on_unit))
+    units = []
+    for instance in instances:
+        missing = [name for name in specs if (instance.content_hash, name) not in done]
+        if missing:
+            chosen = dict.fromkeys([options.baseline, *missing])
+            units.append((instance, {name: specs[name] for name in chosen}))
+    report = (lambda unit, rows: on_unit(unit[0], rows)) if on_unit else None
+    unit = partial(measure_unit, options=options)
+    return pd.DataFrame(rows_of_units(unit, units, options, report))
 
 
 def heuristic_specs(heuristics: list[str], baseline: str) -> dict[str, str]:
@@ -84,23 +90,39 @@ def rows_of_units(unit: Callable, units: list, options: RunOptions,
     return rows
 
 
-def measure_instance(instance: Instance, specs: dict[str, str],
-                     options: RunOptions) -> list[dict]:
-    """One work unit: every heuristic of `specs` (name -> spec to load) on `instance`,
-    timed interleaved, scored; rows name each heuristic as `specs`' keys do."""
+def measure_unit(unit: tuple[Instance, dict[str, str]], options: RunOptions) -> list[dict]:
+    """One work unit (an instance, name -> spec to load, the baseline among them): every
+    heuristic timed interleaved and scored; rows name each heuristic as the keys do and
+    carry its runtime_ratio to the baseline of the same unit."""
+    instance, specs = unit
     measurements = measure(instance, specs, options)
     rows = []
     for name, spec in specs.items():
         mine = scored_rows(name, instance, measurements[spec])
         if options.attribution > 0 and mine[0]["valid"]:
-            add_packing_stage(mine, instance, measurements[spec].output[0], options.attribution)
+            add_packing_stage(mine, instance, placement_of(measurements[spec].output),
+                              options.attribution)
         rows += mine
-    return rows
+    return with_ratio(rows, measurements[specs[options.baseline]], options)
+
+
+def placement_of(output) -> np.ndarray:
+    """phy2log [L, P] of a `rebalance_experts` output: the array returned alone, or the
+    first of the three maps."""
+    return output if isinstance(output, np.ndarray) else output[0]
+
+
+def with_ratio(rows: list[dict], baseline: Measurement, options: RunOptions) -> list[dict]:
+    """`rows` with runtime_ratio (runtime / the baseline's, measured in the same unit; below
+    1 is faster) and the timing options they were measured with (repeats, time_limit)."""
+    return [{**row, "runtime_ratio": row["runtime_s"] / baseline.median_seconds,
+             "repeats": options.repeats, "time_limit": options.time_limit} for row in rows]
 
 
 def measure(plan: Instance, specs: dict[str, str], options: RunOptions) -> dict:
-    """Spec -> Measurement: every heuristic called on `plan`'s loads, timed interleaved in
-    this process's sandbox after a warm-up on other loads of the same shape."""
+    """Spec -> Measurement: every heuristic called on `plan`'s loads, timed interleaved
+    after a warm-up on other loads of the same shape, each in its own process of this
+    process's sandbox."""
     return _sandbox(options.time_limit).measure(
         list(specs.values()), plan.weight, plan.topology.as_tuple(), warmup_weight(plan),
         options.repeats)
@@ -130,14 +152,16 @@ _sandboxes: dict[float, Sandbox] = {}
 
 
 def _sandbox(time_limit: float) -> Sandbox:
-    """This process's sandbox for the time limit, started once and reused across units."""
+    """This process's sandbox for the time limit, reused across units: it starts one child
+    process per heuristic spec on first use and keeps it until `close_sandboxes`."""
     if time_limit not in _sandboxes:
         _sandboxes[time_limit] = Sandbox(time_limit)
     return _sandboxes[time_limit]
 
 
 def close_sandboxes() -> None:
-    """Stop this process's sandboxes (worker processes' stop with them)."""
+    """Stop this process's sandboxes and every child process they started (a worker
+    process's sandboxes stop when it exits, or when their children find its pipes closed)."""
     while _sandboxes:
         _sandboxes.popitem()[1].close()
 
@@ -197,11 +221,3 @@ def instance_columns(instance: Instance) -> dict:
             "num_experts": instance.num_experts, "num_replicas": topology.num_replicas,
             "num_groups": topology.num_groups, "num_nodes": topology.num_nodes,
             "num_gpus": topology.num_gpus}
-
-
-def add_runtime_ratio(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """runtime_ratio = runtime / the baseline's runtime on the same instance (<1 is faster)."""
-    per_instance = table.drop_duplicates(["instance", "heuristic"])
-    base = per_instance[per_instance.heuristic == baseline].set_index("instance").runtime_s
-    table["runtime_ratio"] = table.runtime_s / table.instance.map(base)
-    return table

@@ -53,3 +53,15 @@ def test_the_sglang_form_is_told_the_hierarchy_deepseek_would_choose():
     adapted(torch.zeros(2, 6), 12, 2, 2, 4)
     adapted(torch.zeros(2, 6), 12, 3, 2, 4)
     assert seen == [((1, 2, 6), 3, True), ((1, 2, 6), 3, False)]
+
+
+def test_attribution_reads_a_bare_phy2log(tmp_path):
+    """The packing stage is solved on the placement itself when phy2log comes alone."""
+    out = tmp_path / "results.parquet"
+    result = CliRunner().invoke(main, ["run", "-H", ENGINE_FILES[0], "-i", "tiny", "--repeats",
+                                       "1", "--attribution", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out).set_index(["instance", "layer", "heuristic"])
+    bounds = table[["pack_ub_num", "pack_ub_den"]].unstack("heuristic")
+    assert (bounds.xs(ENGINE_FILES[0], level=1, axis=1)
+            == bounds.xs("deepseek", level=1, axis=1)).all().all()

@@ -88,3 +88,37 @@ def test_markdown_gap_table(tmp_path):
     share = mine.colocated_replicas.sum() / (mine.num_replicas.sum())
     assert rows["deepseek"] == (f"| deepseek | {100 * np.mean(gaps):.3f}% / "
                                 f"{100 * max(gaps):.3f}% | {100 * share:.1f}% | 1x |")
+
+
+def test_adding_a_heuristic_to_a_results_file_times_only_the_new_one(tmp_path, monkeypatch):
+    """A second run with one more heuristic calls only that one (beside the baseline); the
+    first heuristic's rows are kept as measured."""
+    import shutil
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    first, second = (str(shutil.copy(HEURISTICS / "logs_calls.py", tmp_path / f"{name}.py"))
+                     for name in "ab")
+    out = tmp_path / "results.parquet"
+    common = ["-i", "tiny", "--repeats", "1", "--out", str(out)]
+    assert CliRunner().invoke(main, ["run", "-H", first, *common]).exit_code == 0
+    before = pd.read_parquet(out)
+    calls = len(log.read_text().splitlines())
+    assert CliRunner().invoke(main, ["run", "-H", f"{first},{second}", *common]).exit_code == 0
+    names = {line.split()[0] for line in log.read_text().splitlines()[calls:]}
+    assert names == {"b"}
+    after = pd.read_parquet(out).set_index(["instance", "heuristic", "layer"])
+    kept = before[before.heuristic == first].set_index(["instance", "heuristic", "layer"])
+    assert (after.loc[kept.index].runtime_s == kept.runtime_s).all()
+    assert set(after.index.get_level_values("heuristic")) == {first, second, "deepseek"}
+
+
+def test_a_results_file_keeps_the_rows_of_other_sets(tmp_path):
+    out = tmp_path / "results.parquet"
+    for name in ("tiny", "deepseek-v3-cut"):
+        result = CliRunner().invoke(main, ["run", "-H", "zigzag", "-i", name, "--repeats", "1",
+                                           "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    assert set(table.instance_set) == {"tiny", "deepseek-v3-cut"}
+    assert table.gap_hi.notna().all()  # the first set's gaps survive the second run
