@@ -2,14 +2,16 @@
 cluster (`scheduler`: the address of its scheduler, e.g. tcp://10.0.0.5:8786). The same
 function runs on the same units everywhere; results come back as units finish.
 
-Dask workers run each heuristic call in a child process (the sandbox), which a daemonic
-process may not start: start workers with `DASK_DISTRIBUTED__WORKER__DAEMON=False`.
+Dask workers run each heuristic call in a child process (the sandbox), started with
+subprocess, which works from daemonic worker processes too; the children are stopped
+after every unit, since a worker outlives the run.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from typing import Callable, Iterator, Sequence
 
 from eplbench.errors import BadInput
@@ -19,15 +21,27 @@ CONNECT_TIMEOUT = 30
 
 
 def run_units(function: Callable, units: Sequence, jobs: int = 1,
-              scheduler: str | None = None) -> Iterator[tuple[object, object]]:
-    """(unit, function(unit)) for every unit, in the order they finish."""
+              scheduler: str | None = None,
+              cleanup: Callable[[], None] | None = None) -> Iterator[tuple[object, object]]:
+    """(unit, function(unit)) for every unit, in the order they finish. On a Dask cluster,
+    `cleanup()` runs on the worker after each unit: a worker outlives the run, and nothing a
+    unit started (sandbox processes) may be left there for the next run to find."""
     if scheduler is not None:
-        yield from _on_dask(function, units, scheduler)
+        task = partial(_then_clean, function, cleanup) if cleanup else function
+        yield from _on_dask(task, units, scheduler)
     elif jobs > 1 and len(units) > 1:
         yield from _in_pool(function, units, jobs)
     else:
         for unit in units:
             yield unit, function(unit)
+
+
+def _then_clean(function: Callable, cleanup: Callable[[], None], unit):
+    """function(unit), with cleanup() after it whatever happens."""
+    try:
+        return function(unit)
+    finally:
+        cleanup()
 
 
 def _in_pool(function, units, jobs: int):

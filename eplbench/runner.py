@@ -81,7 +81,8 @@ def rows_of_units(unit: Callable, units: list, options: RunOptions,
     finishes; this process's sandboxes are stopped at the end."""
     rows = []
     try:
-        for done_unit, unit_rows in run_units(unit, units, options.jobs, options.scheduler):
+        for done_unit, unit_rows in run_units(unit, units, options.jobs, options.scheduler,
+                                              cleanup=close_sandboxes):
             rows += unit_rows
             if on_unit:
                 on_unit(done_unit, unit_rows)

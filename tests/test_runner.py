@@ -42,6 +42,10 @@ def test_dask_cluster_gives_the_same_rows_as_the_process_pool():
                                       host="127.0.0.1", dashboard_address=None) as cluster:
             on_dask = run_heuristics(["zigzag", "swap_search"], instances,
                                      RunOptions(repeats=1, scheduler=cluster.scheduler_address))
+            with distributed.Client(cluster.scheduler_address) as client:
+                # a worker outlives the run: no sandbox of this run may be left on it
+                left = client.run(lambda: len(__import__("eplbench.runner").runner._sandboxes))
+            assert set(left.values()) == {0}, left
     pooled = run_heuristics(["zigzag", "swap_search"], instances, RunOptions(repeats=1, jobs=2))
     assert len(pooled) == 3 * sum(instance.num_layers for instance in instances)
     key = ["instance", "heuristic", "layer"]
