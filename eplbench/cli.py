@@ -432,8 +432,11 @@ def report(results, out):
 @click.option("--heuristics", "-H", default="swap_search,zigzag", show_default=True,
               help="Comma-separated heuristics (the baseline deepseek always runs).")
 @click.option("--solver", default="enum", show_default=True, help="Solver for hindsight.")
-@click.option("--solve-time", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds per layer and policy for the hindsight bounds.")
+@click.option("--solve-time", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds per layer for the hindsight solves (each served window, and the "
+                   "best fixed plan). Short by default: where a layer is not certified in "
+                   "that time the gaps printed are upper ends (against its lower bound); "
+                   "raise it for tighter figures.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
               help="Timed planning calls per heuristic and window (the median is kept).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
@@ -447,7 +450,9 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
            repeats, time_limit, jobs, out, policy):
     """Replay a load trace: each heuristic plans on window t and serves window t+1; per
     heuristic, print replay balancedness, the gap to the hindsight optimum (window t+1
-    solved on its own: no planner beats it) and to the best fixed plan in hindsight."""
+    solved on its own: no planner beats it) and to the best fixed plan in hindsight.
+
+    Example: eplbench replay --simulate 4x64 (about half a minute with the defaults)."""
     from eplbench.gaps import attach_reference
     from eplbench.instances.importers import read_expert_load_json
     from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
@@ -506,6 +511,13 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
                      f"{_fmt(row.fixed_plan_gap_hi, '{:+.3%}')}",
                      _fmt(row.colocated, "{:.1%}"), _fmt(row.planning_ms, "{:.3g}"))
     stdout.print(view)
+    certified = summary.hindsight_certified.min()
+    stdout.print("gap to hindsight: (served max load - the served window's optimum) / optimum, "
+                 "mean and max over windows" + ("" if certified == 1 else
+                 "; an upper end where hindsight is not certified (--solve-time)"))
+    stdout.print("gap to best fixed plan: lo .. hi, the summed load's gap to the best single "
+                 "plan found in hindsight (lo, against that plan) and to a lower bound on any "
+                 "single plan (hi); the true gap lies between")
     for row in summary[summary.breach != ""].itertuples():
         bought = (f"; its gap to hindsight: {row.breach_gap_mean:+.3%} mean (what breaking "
                   "the policy bought)" if np.isfinite(row.breach_gap_mean) else "")
@@ -841,8 +853,11 @@ def instances_list():
 @click.argument("instance_set")
 def instances_show(instance_set):
     """List a set's instances: id, family, shape, topology, total load, content hash."""
-    from eplbench.instances import load_instances
+    from eplbench.instances import list_instance_sets, load_instances
 
+    if list_instance_sets().get(instance_set) == "generated":
+        stderr.print(f"generating {instance_set} (a named set is built in memory; large ones "
+                     "take a minute)")
     table = Table(title=instance_set)
     for column in ["id", "family", "layers x experts", "topology", "tokens", "sha256"]:
         table.add_column(column)
