@@ -1,21 +1,48 @@
-"""The sandbox's child process: it loads one heuristic and answers calls over two pipes.
+"""The sandbox's child processes: a keeper, and the worker that loads one heuristic and
+answers calls over two pipes.
 
-Started by `eplbench.sandbox` as a fresh interpreter (never by multiprocessing, so the
-caller's `__main__` is not imported again). Requests and replies are frames of plain data
-(`encode_frame` / `read_frame`): an 8-byte little-endian length, a JSON header, then the
-raw bytes of each array the header lists (`{"dtype": "<i8", "shape": [2, 12]}`, numeric
-and bool dtypes only, native byte order, C order). Nothing on the wire is pickled, so a
-reply can hold numbers and strings but no object of the candidate's making.
+`eplbench.sandbox` starts a fresh interpreter (never by multiprocessing, so the caller's
+`__main__` is not imported again) that loads this file by its path, without the `eplbench`
+package or numpy, and runs `keep`: the **keeper**. It runs no code of the candidate's. It
+makes itself a child subreaper (processes orphaned below it are re-parented to it, not to
+init, so that everything the candidate starts stays in its tree), watches the eplbench
+process that started it (a pidfd, else its parent pid every tenth of a second) and forks
+the **worker**, which sets `PR_SET_PDEATHSIG` (SIGKILL when the keeper dies, checked against
+a race), caps its address space (`RLIMIT_AS`), imports torch and the heuristic and answers
+calls. When the worker ends, the keeper kills whatever is left below it and exits with the
+worker's status (its exit code, or the same signal); when eplbench dies, the keeper kills
+its whole tree and exits. Only the parent and keeper are trusted; the worker runs the
+candidate's code.
 
-Replies:
+Requests and replies are frames of plain data (`encode_frame` / `decode_header`): an
+8-byte little-endian length, a JSON header, then the raw bytes of each array the header
+lists (`{"dtype": "<i8", "shape": [2, 12]}`, numeric and bool dtypes only, native byte
+order, C order). Nothing on the wire is pickled, so a reply can hold numbers and strings
+but no object of the candidate's making.
+
+The worker's replies:
+- `{"pid": n}` first, before anything of the candidate's is imported (the parent kills
+  every process of the keeper's tree but this one after each call);
 - `{"ready": true}` once the heuristic has loaded, or `{"failure": ["load", detail]}`;
-- `{"seconds": s, "form": "tuple" | "array", "arrays": [...]}` for a call: the output as
-  a tuple of arrays (a tuple or list was returned) or as one array (a tensor or array
-  was returned alone, as vLLM's policy returns phy2log);
-- `{"failure": [reason, detail]}` with reason `raised` or `output` (anything else than
-  arrays, or a list of them, was returned).
-A candidate that exits during a call (`sys.exit`, `os._exit`) ends this process with its
-status, which the parent reports.
+- to `{"op": "ping"}`: `{"op": "done"}` at once (the parent times these round trips);
+- to `{"op": "load", "topology": [...]}` with n load matrices: `{"op": "armed"}` once they
+  are tensors; the next request is then `{"op": "time"}` (as long as a ping), on which the
+  worker calls the heuristic on each matrix in turn and sends `{"op": "done"}` at once;
+  then, asked with `{"op": "send"}` (so that it is blocked, as after a ping, when the
+  parent reads "done"), one frame per output: `{"form": "tuple" | "array", "inside": s}` with its arrays (a tuple
+  or list of arrays, or one array returned alone as vLLM's policy returns phy2log; `inside`
+  is the worker's own `perf_counter` seconds for the n calls, reported beside the parent's
+  measurement, never used as it);
+- `{"failure": [reason, detail]}` instead: `raised` (the call raised), `memory` (an
+  allocation failed under the cap) or `output` (something else than arrays, or a list of
+  them, was returned).
+A candidate that exits during a call (`sys.exit`, `os._exit`) ends the worker with its
+status, which the keeper passes on and the parent reports.
+
+The worker binds the functions it serves with before the candidate is imported, and is
+not registered in `sys.modules`, so a candidate that replaces `time.perf_counter`,
+`os.write` or `eplbench.sandbox_worker` at import does not change how it answers (the
+parent's clock, not the worker's, is the official one anyway).
 """
 
 from __future__ import annotations
@@ -23,23 +50,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import signal
 import struct
 import sys
-
-import numpy as np
+import time
 
 LENGTH = struct.Struct("<Q")
 # largest JSON header and largest total of array bytes one frame may carry
 MAX_HEADER_BYTES = 1 << 20
 MAX_ARRAY_BYTES = 1 << 28
 MAX_DIMENSIONS = 32
-# dtypes that may cross the process boundary, by their `dtype.str` in native byte order
-WIRE_DTYPES = {np.dtype(name).str: np.dtype(name) for name in (
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "complex64", "complex128")}
+# dtypes that may cross the process boundary (see `wire_dtypes`)
+WIRE_DTYPE_NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                    "uint64", "float16", "float32", "float64", "complex64", "complex128")
 # longest detail string a failure may carry
 MAX_DETAIL = 2000
+# frames smaller than this go out in one write
+SMALL_FRAME = 1 << 16
+# Linux prctl options
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+# seconds between the keeper's checks when it has no pidfd to wait on
+KEEPER_POLL = 0.1
 
 
 class WireError(Exception):
@@ -52,22 +85,43 @@ class Closed(Exception):
 
 # ---------------------------------------------------------------- frames (both ends)
 
+_wire_dtypes = None
 
-def encode_frame(header: dict, arrays: list[np.ndarray] = ()) -> list:
+
+def wire_dtypes() -> dict:
+    """`dtype.str` in native byte order -> dtype, for the dtypes that may cross."""
+    global _wire_dtypes
+    if _wire_dtypes is None:
+        import numpy as np
+
+        _wire_dtypes = {np.dtype(name).str: np.dtype(name) for name in WIRE_DTYPE_NAMES}
+    return _wire_dtypes
+
+
+def encode_frame(header: dict, arrays=()) -> list:
     """The byte buffers of one frame: length, JSON header (with the arrays' dtype and shape
     under "arrays"), then each non-empty array's bytes. Arrays must be of a wire dtype."""
     metas = []
     for array in arrays:
-        if array.dtype.str not in WIRE_DTYPES:
+        if array.dtype.str not in wire_dtypes():
             raise WireError(f"dtype {array.dtype} cannot cross")
         metas.append({"dtype": array.dtype.str, "shape": list(array.shape)})
     body = json.dumps({**header, "arrays": metas}, allow_nan=False).encode()
+    if not metas:
+        return [LENGTH.pack(len(body)) + body]
+    import numpy as np
+
     return [LENGTH.pack(len(body)), body,
             *(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
               for array in arrays if array.size)]
 
 
-def decode_header(body: bytes) -> tuple[dict, list[tuple[np.dtype, tuple, int]]]:
+def frame_bytes(header: dict) -> bytes:
+    """One array-less frame as bytes (the fixed messages of the timing protocol)."""
+    return b"".join(encode_frame(header))
+
+
+def decode_header(body: bytes) -> tuple[dict, list[tuple[object, tuple, int]]]:
     """The header and, per array, (dtype, shape, byte count); WireError when malformed."""
     try:
         header = json.loads(body.decode("utf-8"))
@@ -79,7 +133,7 @@ def decode_header(body: bytes) -> tuple[dict, list[tuple[np.dtype, tuple, int]]]
     for meta in header["arrays"]:
         if not isinstance(meta, dict) or not isinstance(meta.get("dtype"), str):
             raise WireError("array without a dtype")
-        dtype = WIRE_DTYPES.get(meta["dtype"])
+        dtype = wire_dtypes().get(meta["dtype"])
         if dtype is None:
             raise WireError(f"dtype {meta['dtype'][:40]!r} is not a numeric or bool dtype")
         shape = meta.get("shape")
@@ -98,8 +152,10 @@ def decode_header(body: bytes) -> tuple[dict, list[tuple[np.dtype, tuple, int]]]
     return header, layouts
 
 
-def rebuild(dtype: np.dtype, shape: tuple, data: bytearray) -> np.ndarray:
+def rebuild(dtype, shape: tuple, data: bytearray):
     """An array from its raw bytes (writable, owned by no one else)."""
+    import numpy as np
+
     if not data:
         return np.zeros(shape, dtype)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
@@ -109,32 +165,213 @@ def truncated(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + " [...]"
 
 
-# ---------------------------------------------------------------- the child's side
+def describe_bytes(count: int) -> str:
+    """A byte count as people write memory limits (1.5 GiB, 512 MiB)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.4g} {unit}"
+    return f"{count} bytes"
 
 
-def _read_exactly(fd: int, count: int) -> bytearray:
-    data = bytearray(count)
-    view, done = memoryview(data), 0
-    while done < count:
-        got = os.readv(fd, [view[done:]])
-        if got == 0:
-            raise Closed
-        done += got
-    return data
+PING = frame_bytes({"op": "ping"})
+GO = frame_bytes({"op": "time"})  # as long as PING: the parent subtracts the ping's cost
+DONE = frame_bytes({"op": "done"})
+ARMED = frame_bytes({"op": "armed"})
+SEND = frame_bytes({"op": "send"})
 
 
-def _read_request(fd: int) -> tuple[dict, list[np.ndarray]]:
-    (length,) = LENGTH.unpack(_read_exactly(fd, LENGTH.size))
-    header, layouts = decode_header(bytes(_read_exactly(fd, length)))
-    return header, [rebuild(dtype, shape, _read_exactly(fd, count))
-                    for dtype, shape, count in layouts]
+# ---------------------------------------------------------------- process trees (Linux)
 
 
-def _send(fd: int, header: dict, arrays: list[np.ndarray] = ()) -> None:
-    for buffer in encode_frame(header, arrays):
-        view = memoryview(buffer)
+def _prctl(option: int, value: int) -> bool:
+    """prctl(option, value) through libc; False where there is none or it refuses."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def live_children() -> dict[int, list[int]]:
+    """Parent pid -> pids of its children that have not ended (zombies left out), from
+    /proc; empty where there is no /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return children
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            state, ppid = data[data.rindex(b")") + 2:].split(b" ", 2)[:2]
+        except (OSError, ValueError):
+            continue  # ended meanwhile, or not ours to read
+        if state not in (b"Z", b"X"):
+            children.setdefault(int(ppid), []).append(int(name))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` (children, their children, ...)."""
+    children, found, todo = live_children(), [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants(root: int, spare: int | None = None, rounds: int = 100) -> None:
+    """SIGKILL every process below `root` except `spare` (whose own descendants are killed
+    too), again until none is left: a process forked meanwhile is found on the next pass
+    (`root` must be alive and a subreaper for orphans to stay below it)."""
+    for _ in range(rounds):
+        victims = [pid for pid in descendants(root) if pid != spare]
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def keep(spec: str, request_fd: str, reply_fd: str, parent_pid: str, memory_limit: str) -> None:
+    """The keeper: fork the worker, then wait until it ends (or eplbench does)."""
+    request_fd, reply_fd, parent_pid = int(request_fd), int(reply_fd), int(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    parent = _pidfd(parent_pid)
+    if os.getppid() != parent_pid:  # eplbench died before we could watch it
+        os._exit(1)
+    keeper = os.getpid()
+
+    def stop(*_):
+        kill_descendants(keeper)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    sys.stdout.flush()
+    worker = os.fork()
+    if worker == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if parent is not None:
+            os.close(parent)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != keeper:  # the keeper died before the death signal was set
+            os._exit(1)
+        try:
+            main(spec, request_fd, reply_fd, memory_limit)
+        except BaseException:  # noqa: BLE001 - a fault of the worker's own: say where
+            import traceback
+
+            traceback.print_exc()
+            _exit(1)
+        _exit(0)
+    for fd in (request_fd, reply_fd):
+        os.close(fd)
+    status = _wait_for(worker, parent, parent_pid)
+    if status is None:  # eplbench has gone
+        stop()
+    kill_descendants(keeper)
+    _exit_like(status)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _wait_for(worker: int, parent: int | None, parent_pid: int) -> int | None:
+    """The worker's wait status once it has ended, or None once eplbench has; reaps the
+    orphans re-parented to the keeper meanwhile."""
+    poller = select.poll()
+    watched = _pidfd(worker)
+    for fd in (watched, parent):
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
+    timeout = 1000 if watched is not None and parent is not None else KEEPER_POLL * 1000
+    while True:
+        ready = {fd for fd, _ in poller.poll(timeout)}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == worker:
+                return status
+            if pid == 0:
+                break
+        if (parent is not None and parent in ready) or os.getppid() != parent_pid:
+            return None
+
+
+def _exit_like(status: int) -> None:
+    """Exit as the worker did: its exit code, or killed by the same signal."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        os._exit(code)
+    import resource
+
+    for step in (lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)),
+                 lambda: signal.signal(-code, signal.SIG_DFL),  # refused for SIGKILL
+                 lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code]),
+                 lambda: os.kill(os.getpid(), -code)):
+        try:
+            step()
+        except (OSError, ValueError):
+            pass
+    os._exit(128 - code)
+
+
+# ---------------------------------------------------------------- the worker's side
+
+
+class _Pipes:
+    """The worker's ends, with the os functions bound before any candidate code runs."""
+
+    def __init__(self, request_fd: int, reply_fd: int):
+        self.request_fd, self.reply_fd = request_fd, reply_fd
+        self._readv, self._write = os.readv, os.write
+
+    def read_exactly(self, count: int) -> bytearray:
+        data = bytearray(count)
+        view, done = memoryview(data), 0
+        while done < count:
+            got = self._readv(self.request_fd, [view[done:]])
+            if got == 0:
+                raise Closed
+            done += got
+        return data
+
+    def read_request(self) -> tuple[dict, list]:
+        (length,) = LENGTH.unpack(self.read_exactly(LENGTH.size))
+        header, layouts = decode_header(bytes(self.read_exactly(length)))
+        return header, [rebuild(dtype, shape, self.read_exactly(count))
+                        for dtype, shape, count in layouts]
+
+    def send_bytes(self, data) -> None:
+        view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[self._write(self.reply_fd, view):]
+
+    def send(self, header: dict, arrays=()) -> None:
+        buffers = encode_frame(header, arrays)
+        if sum(len(buffer) for buffer in buffers) <= SMALL_FRAME:
+            buffers = [b"".join(buffers)]
+        for buffer in buffers:
+            self.send_bytes(buffer)
 
 
 def _exit_status(code) -> int:
@@ -159,8 +396,25 @@ def _describe(error: BaseException) -> str:
     return truncated(f"{type(error).__name__}: {message}{place}")
 
 
-def _as_wire_array(item, torch) -> np.ndarray:
+# what torch's and the C++ allocators say when an allocation fails
+_ALLOCATION_WORDS = ("can't allocate memory", "DefaultCPUAllocator", "std::bad_alloc",
+                     "Cannot allocate memory")
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    try:
+        message = str(error)
+    except BaseException:  # noqa: BLE001
+        return False
+    return isinstance(error, RuntimeError) and any(w in message for w in _ALLOCATION_WORDS)
+
+
+def _as_wire_array(item, torch):
     """A returned tensor or array as a plain ndarray of a wire dtype; WireError otherwise."""
+    import numpy as np
+
     if isinstance(item, torch.Tensor):
         try:
             item = item.detach().cpu().resolve_conj().resolve_neg().numpy()
@@ -173,15 +427,15 @@ def _as_wire_array(item, torch) -> np.ndarray:
             if isinstance(item, np.ndarray) else type(item).__qualname__)
         raise WireError(f"{kind}, not a tensor or a plain numpy array")
     native = item.dtype.newbyteorder("=") if item.dtype.byteorder not in "=|" else item.dtype
-    if native.str not in WIRE_DTYPES:
+    if native.str not in wire_dtypes():
         raise WireError(f"an array of dtype {item.dtype}, not a numeric or bool dtype")
     if item.nbytes > MAX_ARRAY_BYTES:
         raise WireError(f"an array of {item.nbytes} bytes, over the {MAX_ARRAY_BYTES} limit")
     return np.ascontiguousarray(item, dtype=native)
 
 
-def _output_frame(seconds: float, output, torch) -> tuple[dict, list[np.ndarray]]:
-    """The reply for a call's output: its arrays, or an `output` failure saying why not."""
+def _output_frame(output, inside: float, torch) -> tuple[dict, list]:
+    """The frame for one call's output: its arrays, or an `output` failure saying why not."""
     try:
         if isinstance(output, (tuple, list)):
             arrays = []
@@ -202,63 +456,125 @@ def _output_frame(seconds: float, output, torch) -> tuple[dict, list[np.ndarray]
             raise WireError(f"output over {MAX_ARRAY_BYTES} bytes")
     except WireError as error:
         return {"failure": ["output", truncated(f"output cannot be transferred: {error}")]}, []
-    return {"seconds": seconds, "form": form}, arrays
+    return {"form": form, "inside": inside}, arrays
 
 
-def main(spec: str, request_fd: str, reply_fd: str) -> None:
-    """Load `spec`, say ready, then answer call requests until the parent closes the pipe.
-    A timed call is timed by `timing.timed_call`; the warm-up (untimed) reports 0 s."""
+def main(spec: str, request_fd, reply_fd, memory_limit="0") -> None:
+    """The worker: load `spec`, say ready, then answer requests until the parent closes
+    the pipe."""
+    pipes = _Pipes(int(request_fd), int(reply_fd))
     try:
-        _serve(spec, int(request_fd), int(reply_fd))
+        _serve(spec, pipes, int(memory_limit))
     except (Closed, BrokenPipeError):  # the parent has gone: nothing to answer
         _exit(0)
 
 
-def _serve(spec: str, request_fd: int, reply_fd: int) -> None:
-    for fd in (request_fd, reply_fd):
+def _serve(spec: str, pipes: _Pipes, memory_limit: int) -> None:
+    for fd in (pipes.request_fd, pipes.reply_fd):
         os.set_inheritable(fd, False)  # not passed on to processes the candidate starts
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    import torch
+    pipes.send({"pid": os.getpid()})
+    limit_words = ""
+    if memory_limit > 0:
+        import resource
 
-    from eplbench.errors import BadInput
-    from eplbench.heuristics import load_heuristic
-    from eplbench.timing import timed_call
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        limit_words = f" under the {describe_bytes(memory_limit)} memory limit"
+    try:
+        import numpy as np  # noqa: F401
+        import torch
 
+        from eplbench.errors import BadInput
+        from eplbench.heuristics import load_heuristic
+    except BaseException as error:  # noqa: BLE001 - e.g. a memory limit below torch's needs
+        pipes.send({"failure": ["load", f"{spec}: the sandbox could not import torch and "
+                                        f"eplbench{limit_words}: {_describe(error)}"]})
+        _exit(0)
     torch.set_num_threads(1)
+    from_numpy = torch.from_numpy  # bound before the candidate's import can replace it
     try:
         heuristic = load_heuristic(spec)
     except BadInput as error:
-        _send(reply_fd, {"failure": ["load", truncated(str(error))]})
-        _exit(0)
+        _send_load_failure(pipes, str(error), limit_words)
     except SystemExit as stop:
         _exit(_exit_status(stop.code))
     except BaseException as error:  # noqa: BLE001 - whatever the candidate's import raised
-        _send(reply_fd, {"failure": ["load", f"{spec}: import failed: {_describe(error)}"]})
-        _exit(0)
-    _send(reply_fd, {"ready": True})
+        _send_load_failure(pipes, f"{spec}: import failed: {_describe(error)}", limit_words)
+    pipes.send({"ready": True})
+    _answer(heuristic, pipes, torch, from_numpy, limit_words)
+
+
+def _send_load_failure(pipes: _Pipes, detail: str, limit_words: str) -> None:
+    if "MemoryError" in detail and limit_words:
+        detail += f" ({limit_words.strip()})"
+    pipes.send({"failure": ["load", truncated(detail)]})
+    _exit(0)
+
+
+def _answer(heuristic, pipes: _Pipes, torch, from_numpy, limit_words: str,
+            perf_counter=time.perf_counter, waitpid=os.waitpid) -> None:
+    """Answer pings and calls until the parent closes the pipe (with functions bound
+    before the candidate's code could replace them)."""
+    send_bytes, read_request = pipes.send_bytes, pipes.read_request
     while True:
         _flush_prints()
-        request, (weight,) = _read_request(request_fd)
-        tensor = torch.from_numpy(weight)
+        _reap(waitpid)
+        request, arrays = read_request()
+        op = request.get("op")
+        if op == "ping":
+            send_bytes(DONE)
+            continue
+        if op != "load":
+            raise WireError(f"unexpected request {op!r}")
         topology = [int(value) for value in request["topology"]]
+        tensors = [from_numpy(weight) for weight in arrays]
+        send_bytes(ARMED)
+        request, _ = read_request()
+        if request.get("op") != "time":
+            raise WireError(f"unexpected request {request.get('op')!r} after load")
+        outputs = []
         try:
-            if request["timed"]:
-                output, seconds = timed_call(lambda: heuristic(tensor, *topology))
-            else:
-                output, seconds = heuristic(tensor, *topology), 0.0
+            start = perf_counter()
+            for tensor in tensors:
+                outputs.append(heuristic(tensor, *topology))
+            inside = perf_counter() - start
         except SystemExit as stop:
             _exit(_exit_status(stop.code))
         except BaseException as error:  # noqa: BLE001 - any failure of the candidate is its result
-            _send(reply_fd, {"failure": ["raised", _describe(error)]})
+            del outputs
+            reason = "memory" if _out_of_memory(error) else "raised"
+            detail = _describe(error)
+            if reason == "memory":
+                detail = f"an allocation failed{limit_words} ({detail})"
+            pipes.send({"failure": [reason, truncated(detail)]})
             continue
+        send_bytes(DONE)
+        # wait to be asked for the outputs: blocked here, as after a ping, the worker leaves
+        # the processor to the parent as soon as "done" is written
+        request, _ = read_request()
+        if request.get("op") != "send":
+            raise WireError(f"unexpected request {request.get('op')!r} after done")
+        del tensors
+        for output in outputs:
+            try:
+                header, output_arrays = _output_frame(output, inside, torch)
+            except BaseException as error:  # noqa: BLE001 - e.g. out of memory converting it
+                reason = "memory" if _out_of_memory(error) else "output"
+                header, output_arrays = {"failure": [reason, _describe(error)]}, []
+            pipes.send(header, output_arrays)
+            if "failure" in header:
+                break
+
+
+def _reap(waitpid) -> None:
+    """Collect the exit status of this process's children that have ended (the parent
+    kills what a candidate leaves running after each call)."""
+    while True:
         try:
-            seconds = float(seconds)
-        except Exception:  # noqa: BLE001 - a clock the candidate replaced
-            seconds = math.nan
-        if not math.isfinite(seconds) or seconds < 0:
-            _send(reply_fd, {"failure": ["raised", f"the call's measured time is {seconds!r}"]})
-            continue
-        _send(reply_fd, *_output_frame(seconds, output, torch))
+            pid, _ = waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _exit(status: int) -> None:
@@ -277,4 +593,4 @@ def _flush_prints() -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    keep(*sys.argv[1:])

@@ -1,9 +1,13 @@
 """The sandbox: each heuristic in its own fresh interpreter (no `__main__` re-import, no
 process shared with the baseline or another candidate), output back as plain arrays (never
-unpickled), and exits, signals and failed starts reported without a traceback."""
+unpickled), and exits, signals and failed starts reported without a traceback; calls timed
+by the parent (a candidate's clocks and forged frames change nothing), nothing a candidate
+starts outliving its call or eplbench, a memory cap, and load failures found up front."""
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ from eplbench import sandbox
 from eplbench.runner import warmup_weight
 from eplbench.sandbox import Sandbox
 from eplbench.sandbox_worker import WireError, decode_header, encode_frame, rebuild
+from eplbench.timing import DEEPSEEK_V3_SHAPE, deepseek_v3_weight
 
 HEURISTICS = Path(__file__).parent / "fixtures" / "heuristics"
 # generous: no test here depends on how fast a call is
@@ -215,3 +220,224 @@ def test_the_wire_round_trips_numeric_arrays():
     rebuilt = [rebuild(dtype, shape, bytearray(next(raw)) if count else bytearray())
                for dtype, shape, count in layouts]
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(arrays, rebuilt))
+
+
+# ---------------------------------------------------------------- timing from outside
+
+
+def measure_v3(specs, repeats=3):
+    """Each spec timed on DeepSeek-V3-shaped loads (a call of the vectorised port takes
+    milliseconds: 20 of them are well above any pipe's round trip)."""
+    with Sandbox(LIMIT) as box:
+        return box.measure(specs, deepseek_v3_weight(0).numpy(),
+                           DEEPSEEK_V3_SHAPE["hierarchical"], deepseek_v3_weight(1).numpy(),
+                           repeats)
+
+
+def test_a_candidates_clocks_do_not_time_it():
+    """A candidate that replaces perf_counter, perf_counter_ns, monotonic, process_time and
+    eplbench.timing.timed_call at import, doing 20x DeepSeek's work, is as slow as an honest
+    candidate doing the same work (the parent's clock times both), and clearly slower than
+    1x. Generous factors: only ratios of calls made side by side."""
+    patched, honest = fixture("patches_clocks.py"), fixture("deepseek_20x.py")
+    results = measure_v3([patched, honest, "deepseek_fast"])
+    assert all(m.failure is None and len(m.seconds) == 3 for m in results.values()), results
+    honest_time = results[honest].median_seconds
+    assert 0.5 < results[patched].median_seconds / honest_time < 2.0, results
+    assert results["deepseek_fast"].median_seconds / honest_time < 0.4, results
+    # the worker's own clock is kept beside the parent's, one figure per sample
+    assert all(len(m.inside_seconds) == len(m.seconds) for m in results.values())
+    assert all(m.overhead_seconds > 0 for m in results.values())
+
+
+def test_a_forged_done_frame_is_refused():
+    """A candidate writing the worker's "done" onto its reply pipe as its call starts (a
+    parent timing until "done" would stop its clock at once) is refused: reason output."""
+    results = measure_v3([fixture("forges_done.py"), "deepseek_fast"], repeats=1)
+    failure = results[fixture("forges_done.py")].failure
+    assert failure is not None and failure.reason == "output", failure
+    assert "malformed" in failure.detail
+    assert not results[fixture("forges_done.py")].seconds
+    assert results["deepseek_fast"].failure is None
+
+
+def test_calls_after_the_first_get_loads_of_their_own(instance, tmp_path, monkeypatch):
+    """No timed call repeats an earlier one's loads (a memo of outputs would make repeats
+    free): the first timed call gets the instance's loads, every later one a perturbed copy;
+    the baseline and the candidate get the same sequence."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    first, second = (str(shutil.copy(HEURISTICS / "logs_calls.py", tmp_path / f"{name}.py"))
+                     for name in "ab")
+    results = measure(instance, [first, second], repeats=4)
+    assert all(m.failure is None and len(m.seconds) == 4 for m in results.values())
+    calls = {name: [] for name in "ab"}
+    for line in log.read_text().splitlines():
+        name, digest = line.split()
+        calls[name].append(digest)
+    for name in "ab":
+        timed = calls[name][1:]  # after the warm-up
+        assert len(timed) == len(set(timed)), timed
+        assert timed[0] == _digest(instance.weight)
+    assert calls["a"][1:] == calls["b"][1:]
+    # the output kept is the one on the instance's own loads
+    own = eb.load_heuristic("deepseek_fast")(torch.from_numpy(instance.weight),
+                                             *instance.topology.as_tuple())
+    assert all(np.array_equal(got, want.numpy())
+               for got, want in zip(results[first].output, own))
+
+
+def _digest(weight) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(weight).tobytes()).hexdigest()[:16]
+
+
+def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instance,
+                                                                         monkeypatch):
+    """With a clock tick longer than a call the parent times doubling batches of calls,
+    each on loads of its own; an output that is not a placement in any of them refuses the
+    heuristic (reason output), though the first call's was valid. One whose first output
+    is invalid too is left to the scorer, which names its own reason (shape)."""
+    from eplbench import timing
+
+    monkeypatch.setattr(timing, "_tick", 0.002)  # 5 ticks: 10 ms a sample
+    results = measure(instance, ["deepseek_fast", fixture("breaks_after_first.py"),
+                                 fixture("wrong_shape.py")], repeats=2)
+    wrong = results[fixture("wrong_shape.py")]
+    assert wrong.failure is None and len(wrong.seconds) == 2
+    with pytest.raises(eb.InvalidPlacement, match="shape"):
+        eb.check_output(instance.weight, wrong.output, instance.topology)
+    good = results["deepseek_fast"]
+    assert good.failure is None and len(good.seconds) == 2
+    assert good._next_load > 2  # batches of more than one call
+    failure = results[fixture("breaks_after_first.py")].failure
+    assert failure is not None and failure.reason == "output", failure
+    assert "timed call" in failure.detail and "invalid placement" in failure.detail
+
+
+# ---------------------------------------------------------------- nothing outlives a call
+
+
+@pytest.mark.parametrize("name", ["spawns_session_sleeper.py", "forks_sleeper.py"])
+def test_what_a_candidate_starts_dies_with_its_call(instance, tmp_path, monkeypatch, name):
+    """A process started in a session of its own (out of the process group) or a plain
+    os.fork() copy is dead as soon as the call has returned, the sandbox still open."""
+    log = tmp_path / "pids"
+    monkeypatch.setenv("EPLBENCH_PID_LOG", str(log))
+    with Sandbox(LIMIT) as box:
+        results = box.measure([fixture(name)], instance.weight, instance.topology.as_tuple(),
+                              warmup_weight(instance), 1)
+        assert results[fixture(name)].failure is None
+        pids = [int(line) for line in log.read_text().split()]
+        assert len(pids) == 2 and all(_gone(pid) for pid in pids)  # warm-up and round 0
+        # and the heuristic's own process serves the next call
+        again = box.measure([fixture(name)], instance.weight, instance.topology.as_tuple(),
+                            warmup_weight(instance), 1)
+        assert again[fixture(name)].failure is None
+    pids = [int(line) for line in log.read_text().split()]
+    assert len(pids) == 4 and all(_gone(pid) for pid in pids)
+
+
+def test_a_timeout_kills_what_the_call_started(instance, tmp_path, monkeypatch):
+    log = tmp_path / "pids"
+    monkeypatch.setenv("EPLBENCH_PID_LOG", str(log))
+    results = measure(instance, [fixture("spawns_then_hangs.py")], time_limit=1.0)
+    assert results[fixture("spawns_then_hangs.py")].failure.reason == "timeout"
+    pids = [int(line) for line in log.read_text().split()]
+    assert pids and all(_gone(pid) for pid in pids)
+
+
+KILLED_PARENT = """
+import os, signal, sys, threading, time
+import numpy as np
+from eplbench.sandbox import Sandbox
+
+spec, log = sys.argv[1], sys.argv[2]
+weight = np.arange(12, dtype=np.int64).reshape(2, 6)
+box = Sandbox(600.0)
+threading.Thread(target=box.measure, args=([spec], weight, (8, 2, 2, 4), weight, 1),
+                 daemon=True).start()
+deadline = time.monotonic() + 120
+while not (os.path.exists(log) and open(log).read().strip()) and time.monotonic() < deadline:
+    time.sleep(0.05)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_eplbench_leaves_no_process_behind(tmp_path):
+    """The process that holds a Sandbox is SIGKILLed while its candidate is in a call that
+    started a sleeper in a session of its own: the candidate's processes and the sleeper
+    all die with it."""
+    spec = str(shutil.copy(HEURISTICS / "spawns_then_hangs.py", tmp_path / "hangs_here.py"))
+    log = tmp_path / "pids"
+    script = tmp_path / "holder.py"
+    script.write_text(KILLED_PARENT)
+    env = {**os.environ, "EPLBENCH_PID_LOG": str(log)}
+    with open(tmp_path / "stderr", "w") as stderr:  # not a pipe: survivors would hold it
+        holder = subprocess.Popen([sys.executable, str(script), spec, str(log)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+    assert holder.wait(180) == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    pids = [int(line) for line in log.read_text().split()]
+    assert pids and all(_gone(pid) for pid in pids)
+    deadline = time.monotonic() + 10
+    while _running_with(spec) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running_with(spec)
+
+
+def _running_with(argument: str) -> list[int]:
+    """Live processes (not zombies) with `argument` on their command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if argument.encode() in words and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_an_allocation_past_the_memory_cap_is_reason_memory(instance, monkeypatch):
+    cap = 3 << 29  # 1.5 GiB
+    monkeypatch.setenv("EPLBENCH_ALLOC_BYTES", str(3 * cap))
+    with Sandbox(LIMIT, memory_limit=cap) as box:
+        results = box.measure([fixture("allocates.py"), "deepseek"], instance.weight,
+                              instance.topology.as_tuple(), warmup_weight(instance), 2)
+    failure = results[fixture("allocates.py")].failure
+    assert failure is not None and failure.reason == "memory", failure
+    assert "1.5 GiB" in failure.detail
+    assert results["deepseek"].failure is None and len(results["deepseek"].seconds) == 2
+
+
+# ---------------------------------------------------------------- load failures up front
+
+
+def test_load_failures_names_the_specs_that_cannot_be_loaded(instance, tmp_path):
+    bad = {fixture("syntax_error.py"): "SyntaxError",
+           fixture("no_entry.py"): "rebalance_experts",
+           fixture("raises_at_import.py"): "refuses to load",
+           str(tmp_path / "missing.py"): "no such file",
+           "no_such_module_for_eplbench:rebalance": "cannot import",
+           "eplbench.heuristics.deepseek_fast:no_such_function": "no_such_function"}
+    good = ["deepseek", fixture("round_robin.py")]
+    with Sandbox(LIMIT) as box:
+        failures = box.load_failures([*good, *bad])
+        assert set(failures) == set(bad), failures
+        for spec, words in bad.items():
+            assert failures[spec].reason == "load" and words in failures[spec].detail
+        # the loadable ones' processes are kept for the calls that follow
+        keepers = {spec: box._children[spec]._process.pid for spec in good}
+        results = box.measure([*good, *bad], instance.weight, instance.topology.as_tuple(),
+                              warmup_weight(instance), 1)
+        assert {spec: box._children[spec]._process.pid for spec in good} == keepers
+        assert all(results[spec].failure is None for spec in good)
+        assert all(results[spec].failure.reason == "load" for spec in bad)
+        assert box.load_failures(good) == {}
