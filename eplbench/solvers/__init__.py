@@ -6,6 +6,9 @@ Adding a solver is one backend class plus one line in `SOLVERS`.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from eplbench.errors import BadInput
 from eplbench.problem import Policy, Topology, as_weight_matrix
 from eplbench.solvers import completion_kernel, local_search
@@ -19,7 +22,8 @@ SOLVERS = {
                                    "assignments), each packed exactly by CP-SAT; joint "
                                    "CP-SAT model where the enumeration is too large"),
     "cpsat": ("joint", CpSatBackend, "CP-SAT on the joint replication + packing model"),
-    "mip": ("joint", ScipBackend, "SCIP (pywraplp) on the same joint model"),
+    "mip": ("joint", ScipBackend, "SCIP (pywraplp) on the same joint model; its bound, "
+                                  "floating point, is used once CP-SAT has checked it"),
 }
 DEFAULT_SOLVER = "enum"
 
@@ -33,10 +37,13 @@ def solve(weight, topo: Topology, policy: Policy | str = "global", solver: str =
           on_layer=None) -> list[SolveResult]:
     """Solve every layer of `weight` ([L, E] tokens) under `policy`; `time_limit` per layer.
 
+    time_limit: seconds, finite and >= 0; 0 means no search: DeepSeek's placement (ub)
+    and the no-search bounds (lb) only, OPTIMAL where they meet.
     `on_layer(index, result)` is called after each layer (progress output).
     """
     if solver not in SOLVERS:
         raise BadInput(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
+    check_time_limit(time_limit)
     policy = Policy.parse(policy)
     weight = as_weight_matrix(weight)
     topo.validate_for(weight.shape[1], policy)
@@ -50,3 +57,11 @@ def solve(weight, topo: Topology, policy: Policy | str = "global", solver: str =
         if on_layer:
             on_layer(index, result)
     return results
+
+
+def check_time_limit(time_limit) -> None:
+    """BadInput unless `time_limit` is a finite number of seconds >= 0 (0: no search)."""
+    if (isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real)
+            or not math.isfinite(time_limit) or time_limit < 0):
+        raise BadInput(f"time_limit must be a finite number of seconds >= 0 (0: no search, "
+                       f"bounds only), got {time_limit!r}")

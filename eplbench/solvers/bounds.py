@@ -9,8 +9,6 @@ from __future__ import annotations
 import heapq
 from fractions import Fraction
 
-import numpy as np
-
 
 def dhondt_counts(weight, num_slots: int) -> list[int]:
     """D'Hondt: each extra slot to the expert with the largest w / count (lowest index on ties).
@@ -35,9 +33,14 @@ def replica_bound(weight, num_slots: int) -> Fraction:
     return max(Fraction(int(w), c) for w, c in zip(weight, counts))
 
 
+def exact_sum(weight) -> int:
+    """The sum of token counts as a Python int (numpy's int64 sum wraps past 2^63)."""
+    return sum(int(w) for w in weight)
+
+
 def mean_bound(weight, num_gpus: int) -> Fraction:
     """sum(weight) / G: some GPU carries at least the average."""
-    return Fraction(int(np.sum(weight)), num_gpus)
+    return Fraction(exact_sum(weight), num_gpus)
 
 
 def count_free_bound(weight, num_slots: int, num_gpus: int) -> tuple[Fraction, str]:
@@ -52,7 +55,7 @@ def node_mean_bound(weight, num_groups: int, num_nodes: int, num_gpus: int,
     """Hierarchical policy: min over balanced group-to-node `assignments` (lists of group
     tuples, one per node) of the heaviest node's total / its G / N GPUs."""
     group_size = len(weight) // num_groups
-    group_total = [int(np.sum(weight[g * group_size:(g + 1) * group_size]))
+    group_total = [exact_sum(weight[g * group_size:(g + 1) * group_size])
                    for g in range(num_groups)]
     per_node_gpus = num_gpus // num_nodes
     return min(Fraction(max(sum(group_total[g] for g in node) for node in assignment),

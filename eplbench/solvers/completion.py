@@ -30,7 +30,7 @@ import numpy as np
 
 from eplbench.problem import Topology
 from eplbench.solvers import completion_kernel as kernel
-from eplbench.solvers.bounds import count_free_bound
+from eplbench.solvers.bounds import count_free_bound, exact_sum
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.pairs import solve_pairs
 
@@ -60,9 +60,13 @@ class Completion:
     def __init__(self, weight, topology: Topology, deadline: float):
         self.num_gpus = topology.num_gpus
         self.scale = count_scale(len(weight), topology.num_replicas)
-        if (int(np.sum(weight)) * self.scale >= 2**62 or self.num_gpus > kernel.KEY_GPUS
-                or len(weight) >= 2**14 or topology.slots_per_gpu > kernel.MAX_SLOTS_PER_GPU):
-            raise EnumerationTooLarge("loads or GPUs beyond the compiled search's int64 keys")
+        if not kernel.fits_int64(exact_sum(weight) * self.scale, self.num_gpus):
+            raise EnumerationTooLarge("layer total x lcm(1..P-E+1) past the compiled "
+                                      "search's int64 arithmetic")
+        if (self.num_gpus > kernel.KEY_GPUS or len(weight) >= 2**14
+                or topology.slots_per_gpu > kernel.MAX_SLOTS_PER_GPU):
+            raise EnumerationTooLarge("GPUs, experts or slots beyond the compiled search's "
+                                      "state keys")
         self.order = np.argsort(-np.asarray(weight), kind="stable")
         load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
         self.tables = kernel.prepare(load, self.num_gpus, topology.slots_per_gpu)

@@ -56,6 +56,14 @@ MEMO_SIZE = 1 << 17
 MEMO_HASH = 0x5851F42D4C957F2D
 
 
+def fits_int64(total: int, num_gpus: int) -> bool:
+    """Whether a problem whose scaled loads sum to `total` (a Python int) stays exact in the
+    search's int64 arithmetic: every value it forms (a GPU load or cap, the room of all
+    GPUs under a cap below `total`, a spare room, a pair of replica loads) is at most
+    (num_gpus + 2) x total, kept under 2**62."""
+    return total * (num_gpus + 2) < 2**62
+
+
 def new_failed_map():
     """An empty typed dict from state key to the largest cap proven infeasible there."""
     return numba.typed.Dict.empty(key_type=KEY_TYPE, value_type=types.int64)

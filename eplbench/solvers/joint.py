@@ -4,7 +4,8 @@ Count domains come from the incumbent's value U: c_e >= ceil(w_e / U) (a better 
 needs it) and c_e <= the slots the other experts leave. If that model is too large, domains
 narrow to the incumbent's counts +-1: the search still improves U, but its bound is then not
 a proof. The model is hinted with the incumbent; the placement it returns is re-scored by
-the checker; its bound counts only when the domains were complete.
+the checker; its bound counts only when the domains were complete, and a floating-point
+backend's (SCIP's) only once CP-SAT has checked it on the same model (`verified_bound`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from fractions import Fraction
 import numpy as np
 
 from eplbench.problem import Policy, Topology
+from eplbench.solvers.backends import CpSatBackend
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.model import PlacementModel, Scaling
+from eplbench.solvers.result import INFEASIBLE
 
 # above this many z variables the model is narrowed around the incumbent's counts
 MAX_ASSIGNMENT_VARS = 20_000
+# share of the time a floating-point backend (SCIP) searches; its bound is checked exactly
+# (by CP-SAT) in the rest, or at once when it stops sooner
+FLOAT_SEARCH_SHARE = 0.5
 
 
 def solve_joint(weight: np.ndarray, topology: Topology, policy: Policy, backend_class,
@@ -44,24 +50,68 @@ def solve_model(weight: np.ndarray, topology: Topology, policy: Policy, backend_
                 deadline: float, workers: int, seed: int):
     """(phy2log [P], ub, lb over placements whose counts lie in `domains` or None, the
     backend's deterministic time, params): the joint model restricted to `domains`, hinted
-    with `incumbent` (whose counts lie in them); its placement is re-scored by the checker."""
+    with `incumbent` (whose counts lie in them); its placement is re-scored by the checker.
+
+    A floating-point backend (`exact_bound` False: SCIP) searches for FLOAT_SEARCH_SHARE of
+    the time; its bound is then checked exactly (`verified_bound`) in the time left."""
     upper = layer_max_load(weight, incumbent, topology, policy)
-    scaling = Scaling.for_domains(weight, domains, topology.slots_per_gpu)
+    scaling = Scaling.for_domains(weight, domains, upper, backend_class.max_model_load)
     params = {"scale": scaling.scale, "divisor": scaling.divisor}
+    low_units = lower_units(weight, topology, scaling, lower)
     backend = backend_class()
-    model = PlacementModel(backend, weight, topology, policy, domains, scaling,
-                           lower_units(weight, topology, scaling, lower),
+    model = PlacementModel(backend, weight, topology, policy, domains, scaling, low_units,
                            incumbent_units(weight, incumbent, topology, scaling))
     model.add_hint(incumbent)
-    result = backend.solve(max(0.01, deadline - time.perf_counter()), workers, seed)
-    phy2log = incumbent
-    if result.values:
-        candidate = model.placement(result.values)
+    share = 1.0 if backend_class.exact_bound else FLOAT_SEARCH_SHARE
+    result = backend.solve(max(0.01, share * (deadline - time.perf_counter())), workers, seed)
+    phy2log, upper = _better(weight, topology, policy, model, result.values, incumbent, upper)
+    bound_units = result.bound
+    if bound_units is not None and not backend_class.exact_bound and bound_units > low_units:
+        bound_units, found, params["bound_check"] = verified_bound(
+            weight, topology, policy, domains, scaling, low_units, bound_units, deadline,
+            workers, seed, backend_class.name)
+        if found is not None:
+            phy2log, upper = _better(weight, topology, policy, *found, phy2log, upper)
+    bound = None if bound_units is None else min(scaling.tokens(bound_units), upper)
+    return phy2log, upper, bound, result.deterministic_time, params
+
+
+def verified_bound(weight, topology: Topology, policy: Policy, domains, scaling: Scaling,
+                   low_units: int, claimed: int, deadline: float, workers: int, seed: int,
+                   name: str):
+    """(a proven bound in model units or None, (model, values) of a solution found or None,
+    a one-line account): a floating-point backend's claim "no model solution below
+    `claimed` units", checked by CP-SAT (exact integer arithmetic) on the same model with
+    T <= claimed - 1. Infeasible: `claimed` is proven. Otherwise the bound is
+    min(claimed, CP-SAT's proven bound there): a solution below `claimed` lies in that
+    model, so this holds whether or not the claim was true. No answer in the time left:
+    None (the claim is kept as a hint only)."""
+    checker = CpSatBackend()
+    model = PlacementModel(checker, weight, topology, policy, domains, scaling, low_units,
+                           claimed - 1)
+    left = deadline - time.perf_counter()
+    result = checker.solve(max(0.01, left), workers, seed)
+    found = (model, result.values) if result.values else None
+    if result.status == INFEASIBLE:
+        return claimed, None, f"cpsat proved {name}'s bound of {claimed} units"
+    if found is not None:
+        account = (f"{name}'s bound of {claimed} units was false: cpsat found a solution "
+                   f"at {result.objective}")
+        return min(claimed, result.bound), found, account
+    return None, None, (f"{name}'s bound of {claimed} units is a hint only: cpsat did not "
+                        f"check it in {max(0.0, left):.3g} s")
+
+
+def _better(weight, topology: Topology, policy: Policy, model: PlacementModel, values: dict,
+            phy2log: np.ndarray, upper: Fraction):
+    """(phy2log, ub): the model solution `values` (if any) when the checker scores it
+    below `upper`, else the placement given."""
+    if values:
+        candidate = model.placement(values)
         candidate_load = layer_max_load(weight, candidate, topology, policy)
         if candidate_load < upper:
-            phy2log, upper = candidate, candidate_load
-    bound = None if result.bound is None else min(scaling.tokens(result.bound), upper)
-    return phy2log, upper, bound, result.deterministic_time, params
+            return candidate, candidate_load
+    return phy2log, upper
 
 
 def count_domains(weight, topology: Topology, policy: Policy, upper: Fraction,
@@ -86,7 +136,8 @@ def lower_units(weight, topology: Topology, scaling: Scaling, lower: Fraction) -
     """A valid lower bound on T in model units (floored loads when scaling is coarse)."""
     if scaling.exact:
         return math.ceil(lower * scaling.scale)
-    total = int(np.sum(weight)) * scaling.scale - topology.num_replicas * (scaling.divisor - 1)
+    total = (sum(int(w) for w in weight) * scaling.scale
+             - topology.num_replicas * (scaling.divisor - 1))
     return max(0, math.ceil(Fraction(total, scaling.divisor * topology.num_gpus)))
 
 

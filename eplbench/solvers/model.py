@@ -6,9 +6,11 @@ Variables, for expert e, allowed count k in D_e and GPU g:
     a[j, n] in {0, 1} (hierarchical policy): group j lives on node n;
     T: the max GPU load, minimised.
 Loads are integers: a replica of e among k weighs load[e][k] = floor(w_e * M / (k * D)) with
-M = lcm of the counts in use and D >= 1 a divisor that keeps coefficients small. With D = 1
-the model is exact; with D > 1 every load rounds down, so the model's optimum can only
-underestimate the true one and its bound stays valid (times D / M).
+M = lcm of the counts in use and D >= 1 a divisor that keeps every value of the model (T's
+upper bound, the incumbent's load, and each replica load, none above it) at most the
+backend's `max_model_load`. With D = 1 the model is exact; with D > 1 every load rounds
+down, so the model's optimum can only underestimate the true one and its bound stays valid
+(times D / M). All of it is computed in Python ints: tokens x M may pass int64.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from eplbench.exact import lcm_of
 from eplbench.problem import Policy, Topology
 
-# largest GPU load, in model units, that keeps CP-SAT fast and SCIP's tolerances harmless
+# largest value of a model, in model units, for a backend that does not name its own
 MAX_MODEL_LOAD = 2**40
 
 
@@ -38,17 +40,28 @@ class Scaling:
         return self.divisor == 1
 
     def units(self, weight: int, count: int) -> int:
-        return (weight * self.scale) // (count * self.divisor)
+        return (int(weight) * self.scale) // (int(count) * self.divisor)
 
     def tokens(self, units: int) -> Fraction:
         return Fraction(units * self.divisor, self.scale)
 
     @classmethod
-    def for_domains(cls, weight, domains, slots_per_gpu: int) -> "Scaling":
+    def for_domains(cls, weight, domains, upper: Fraction,
+                    max_load: int = MAX_MODEL_LOAD) -> "Scaling":
+        """M = lcm of the counts in the domains (of experts with load); D = 1 unless the
+        largest value of the model at D = 1, `largest_value`, passes max_load."""
         counts = {k for w, domain in zip(weight, domains) if w > 0 for k in domain}
-        scale = lcm_of(sorted(counts))
-        biggest = int(max(weight)) * scale * slots_per_gpu
-        return cls(scale, max(1, math.ceil(biggest / MAX_MODEL_LOAD)))
+        exact = cls(lcm_of(sorted(counts)), 1)
+        largest = exact.largest_value(weight, domains, upper)
+        return cls(exact.scale, max(1, -(-largest // max_load)))
+
+    def largest_value(self, weight, domains, upper: Fraction) -> int:
+        """The largest value the model holds, in these units: T's upper bound (`upper`
+        tokens, the incumbent's load, rounded up) or the heaviest replica load the
+        domains allow. A GPU load within T, and every coefficient, is at most this."""
+        heaviest = max((self.units(w, min(domain)) for w, domain in zip(weight, domains)
+                        if domain), default=0)
+        return max(math.ceil(upper * self.scale / self.divisor), heaviest)
 
 
 class PlacementModel:

@@ -145,8 +145,9 @@ def _items(weight, phy2log, gpus: list[int], slots: int):
     fixed = r < counts[experts]
     scale = math.lcm(count_scale(len(experts), len(here)),
                      *(int(c) for c in counts[experts[fixed]]))
-    total = int(weight[experts].sum()) * scale
-    if total >= 2**62 or len(gpus) > kernel.KEY_GPUS or slots > kernel.MAX_SLOTS_PER_GPU:
+    total = sum(int(weight[e]) for e in experts) * scale  # Python ints: int64 sums wrap
+    if (not kernel.fits_int64(total, len(gpus)) or len(gpus) > kernel.KEY_GPUS
+            or slots > kernel.MAX_SLOTS_PER_GPU):
         return None
     load = np.array([int(weight[e]) * scale * int(k) // int(counts[e])
                      for e, k in zip(experts, r)], dtype=np.int64)
