@@ -393,28 +393,32 @@ def _parse_topology(text: str):
 
 
 @main.command()
-@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for report.md, report.html and the PNG plots.")
 def report(results, out):
-    """Write a report of a results table (from `eplbench run --out`): the gap table, a
-    performance profile, gaps per family, gap against runtime and the solvers'
-    certification, as Markdown, a self-contained HTML page and PNG files. Reads the
+    """Write a report of one or more results tables (from `eplbench run --out` or `eplbench
+    replay --out`): per set, validity, gap, balancedness, co-located share and speed; a
+    replay section; a performance profile, gaps per family, gap against runtime, gap
+    attribution and the solvers' certification; the provenance of every number. Markdown, a
+    self-contained HTML page and PNG files. Several files are merged: a row of the same
+    heuristic, instance and layer in two files is taken from the later file. Reads the
     reference values of the sets; never solves."""
     from eplbench.instances import reference_path
     from eplbench.reference import read_reference
     from eplbench.reports.html import write_report
-    from eplbench.results import KEY_COLUMNS, read_results
+    from eplbench.reports.provenance import read_merged
+    from eplbench.results import KEY_COLUMNS
 
-    table = read_results(results)
-    missing = [column for column in KEY_COLUMNS + ["gap_hi"] if column not in table]
-    if missing:
-        raise BadInput(f"{results}: not a results table of `eplbench run` with reference "
-                       f"gaps (no {', '.join(missing)})")
+    table, files = read_merged(results, required=KEY_COLUMNS + ["gap_hi"])
+    for item in files:
+        if item.rows_kept < item.rows_read:
+            stderr.print(f"{item.path}: {item.rows_read - item.rows_kept} rows replaced by a "
+                         "later file's")
     paths = {name: reference_path(name) for name in table.instance_set.unique()}
     references = {name: read_reference(path) for name, path in paths.items() if path}
     with stderr.status("drawing"):
-        page = write_report(table, references, out, results)
+        page = write_report(table, references, out, files)
     stderr.print(f"wrote {page} and {Path(out) / 'report.md'}")
 
 

@@ -1,10 +1,9 @@
 """`eplbench report`: a folder with report.md, a self-contained report.html (figures inlined
-as PNG data) and the PNG files, from a results table and the sets' reference values."""
+as PNG data) and the PNG files, from one or more results tables and the sets' reference
+values."""
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 from pathlib import Path
 
@@ -13,19 +12,31 @@ import pandas as pd
 
 from eplbench.atomic import replaced_atomically, write_text_atomic
 from eplbench.reports import plots
-from eplbench.reports.markdown import gap_table
+from eplbench.reports.document import Bullets, Figure, Heading, Paragraph, to_html, to_markdown
+from eplbench.reports.markdown import set_table
+from eplbench.reports.provenance import ResultsFile, file_lines, set_lines
 from eplbench.reports.tables import heuristic_summary
 
 # (file stem, title, what it shows); drawn in this order
 FIGURES = [
     ("performance_profile", "Performance profile",
      "Share of instances on which a heuristic's cost (1 + gap) is within a factor tau of the "
-     "best heuristic's on that instance (Dolan and More); an invalid placement never is."),
+     "best heuristic's on that instance (Dolan and More), over the instances every "
+     "heuristic ran on (replay windows aside); an invalid placement never is. Heuristics "
+     "whose gaps are identical on every instance share one line (a = b); the four lines "
+     "with the largest area under the curve are in colour, the rest thin and grey; the "
+     "legend lists them best first."),
     ("gap_by_family", "Gap per instance family",
-     "Instance gaps per heuristic, one panel per family of instances."),
+     "One panel per instance set: the mean instance gap (%) of each heuristic (rows, best "
+     "first) on each family of instances (columns); `invalid` where the heuristic's "
+     "placement is invalid on an instance of the family, `not run` where it was not run on "
+     "the set. The colour is scaled per panel."),
     ("gap_vs_runtime", "Gap against runtime",
-     "Mean gap against the speedup over the baseline (x faster: above 1 is faster): the "
-     "trade-off each heuristic makes. A heuristic invalid on some instance is not drawn."),
+     "One panel per instance set: each heuristic's mean gap against its speed, x faster than "
+     "the baseline (geometric mean over instances of baseline time / heuristic time: above 1 "
+     "is faster). The dashed line joins the heuristics nothing beats on both; heuristics at "
+     "the same point share a label (a = b). A heuristic invalid on some instance of the set "
+     "is not drawn there."),
     ("gap_attribution", "Gap attribution",
      "Mean loss per stage as a share of the global optimum: to the hierarchy (hierarchical "
      "optimum - global optimum), to replication (best packing of the heuristic's own counts - "
@@ -35,27 +46,84 @@ FIGURES = [
      "Layers of each set certified optimal within a given solver time, from the reference "
      "values the gaps use."),
 ]
-# the page counts its images once loaded (data-images-loaded), for tests and for a quick look
-COUNT_LOADED = ("<script>window.addEventListener('load', () => {"
-                "const done = [...document.images].filter(i => i.complete && i.naturalWidth > 0);"
-                "document.body.dataset.imagesLoaded = done.length;});</script>")
+
+COLUMNS = ("Valid: instances on which every layer's placement is valid for the set's declared "
+           "policy. Gap: per instance (sum of layer max loads - sum of optima of the declared "
+           "policy) / sum of optima, mean / max over the valid instances (the best mean in "
+           "bold). Balancedness: mean over valid instances of sum(mean load) / sum(max load) "
+           "(1 is perfect). Co-located: share of slots holding a second replica of an expert "
+           "on the same GPU. x faster than the baseline: geometric mean over instances of the "
+           "baseline's time / the heuristic's, one thread each, timed in the same run (above "
+           "1 is faster). Rows: valid heuristics by mean gap, then the others.")
+REPLAY = ("Each heuristic plans on window t and is served window t + 1 (`eplbench replay`). "
+          "Replay balancedness: mean over served windows; gap to hindsight: against each "
+          "served window solved on its own, which no planner beats (the results table's "
+          "gaps); speed: of planning.")
 
 
 def write_report(table: pd.DataFrame, references: dict[str, list], out: str | os.PathLike,
-                 source: str) -> Path:
-    """Write the report for `table` (results with reference gaps attached; `references`:
-    set name -> its reference entries) into the folder `out`; returns report.html's path."""
+                 files: list[ResultsFile] | str) -> Path:
+    """Write the report for `table` (results with reference gaps attached, merged from
+    `files`: the ResultsFile of each, or one path) into the folder `out`; `references`: set
+    name -> its reference entries. Returns report.html's path."""
     out = Path(out)
+    if isinstance(files, (str, os.PathLike)):
+        from eplbench.reports.provenance import read_merged
+
+        _, files = read_merged([files])
     out.mkdir(parents=True, exist_ok=True)
     drawn = _figures(table, references, out)
-    summaries = [(name, heuristic_summary(rows.reset_index(drop=True)))
-                 for name, rows in table.groupby("instance_set", sort=False)]
-    summary = gap_table(summaries, f"eplbench report {source}")
-    markdown = [f"# eplbench report\n\n{summary}"]
-    markdown += [f"## {title}\n\n{text}\n\n![{title}]({stem}.png)\n"
-                 for stem, title, text in drawn]
-    write_text_atomic(out / "report.md", "\n".join(markdown))
-    return write_text_atomic(out / "report.html", _page(summary, drawn, out))
+    blocks = _blocks(table, files, drawn)
+    write_text_atomic(out / "report.md", to_markdown(blocks))
+    return write_text_atomic(out / "report.html", to_html(blocks, out, "eplbench report"))
+
+
+def _is_replay(rows: pd.DataFrame) -> bool:
+    return "planned_on" in rows and bool(rows.planned_on.notna().any())
+
+
+def _blocks(table: pd.DataFrame, files: list[ResultsFile], drawn: list) -> list:
+    baseline = plots.baseline_name(table)
+    sets = list(table.groupby("instance_set", sort=False))
+    runs = [(name, rows) for name, rows in sets if not _is_replay(rows)]
+    replays = [(name, rows) for name, rows in sets if _is_replay(rows)]
+    names = " ".join(f"`{Path(item.path).name}`" for item in files)
+    dates = sorted({item.date for item in files})
+    machines = ", ".join(dict.fromkeys(str(m) for m in table.get("machine", pd.Series(
+        dtype=str)).dropna())) or "an unrecorded machine"
+    blocks = [Heading(1, "eplbench report"),
+              Paragraph(f"Generated by `eplbench report` from {names}: "
+                        f"{table.heuristic.nunique()} heuristics on {len(sets)} instance "
+                        f"set(s), run {' and '.join(dates)} on {machines}; speed is x faster "
+                        f"than `{baseline}`. Details under Provenance.")]
+    if runs:
+        blocks += [Heading(2, "Results per instance set", "results"), Paragraph(COLUMNS)]
+        for name, rows in runs:
+            blocks += [Heading(3, _set_title(name, rows))]
+            blocks += set_table(heuristic_summary(rows.reset_index(drop=True)), baseline)
+    if replays:
+        blocks += [Heading(2, "Replay", "replay"), Paragraph(REPLAY)]
+        for name, rows in replays:
+            blocks += [Heading(3, _set_title(name, rows, "served windows"))]
+            blocks += set_table(heuristic_summary(rows.reset_index(drop=True)), baseline,
+                                replay=True)
+    blocks += [Figure(stem, title, text) for stem, title, text in drawn]
+    blocks += [Heading(2, "Provenance", "provenance"),
+               Paragraph("Results files, later ones replacing the rows of earlier ones with "
+                         "the same heuristic, instance and layer (the date is the run's, or "
+                         "the file's modification time where the table does not record it):"),
+               Bullets(file_lines(table, files)),
+               Paragraph("Instance sets (the set hash: the first 12 hex digits of the sha256 "
+                         "of the sorted instance content hashes, one a line):"),
+               Bullets(set_lines(table))]
+    return blocks
+
+
+def _set_title(name: str, rows: pd.DataFrame, unit: str = "instances") -> str:
+    instances = rows.drop_duplicates("instance")
+    policies = ", ".join(dict.fromkeys(instances.policy.astype(str)))
+    count = len(instances)
+    return f"{name}: {count} {unit if count != 1 else unit[:-1]}, declared policy {policies}"
 
 
 def _figures(table, references, out: Path) -> list[tuple[str, str, str]]:
@@ -71,39 +139,7 @@ def _figures(table, references, out: Path) -> list[tuple[str, str, str]]:
         if figure is None:
             continue
         with replaced_atomically(out / f"{stem}.png") as temporary:
-            figure.savefig(temporary, format="png", dpi=110)
+            figure.savefig(temporary, format="png", dpi=plots.DPI)
         plt.close(figure)
         drawn.append((stem, title, text))
     return drawn
-
-
-def _page(summary_markdown: str, drawn, out: Path) -> str:
-    sections = []
-    for stem, title, text in drawn:
-        data = base64.b64encode((out / f"{stem}.png").read_bytes()).decode()
-        sections.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>"
-                        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">')
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>eplbench report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
-            "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
-            "padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-            "img{max-width:100%}</style>" + COUNT_LOADED + "</head><body>"
-            "<h1>eplbench report</h1>" + _markdown_to_html(summary_markdown)
-            + "".join(sections) + "</body></html>\n")
-
-
-def _markdown_to_html(text: str) -> str:
-    """The gap table's Markdown (paragraphs and one pipe table) as HTML."""
-    parts, rows = [], []
-    for line in text.splitlines():
-        if line.startswith("|"):
-            if not line.startswith("| ---") and not line.startswith("|---"):
-                rows.append([cell.strip() for cell in line.strip("|").split("|")])
-        elif line.strip():
-            parts.append(f"<p>{html.escape(line)}</p>")
-    if rows:
-        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
-                       + "</tr>" for row in rows[1:])
-        parts.append(f"<table><tr>{head}</tr>{body}</table>")
-    return "".join(parts)

@@ -1,4 +1,6 @@
-"""The gap table as Markdown: one row per heuristic, gap and speed per instance set."""
+"""The report's tables as Markdown: the gap table of `eplbench run --markdown` (one row per
+heuristic, gap and speed per set) and the report's per-set tables (validity, gap,
+balancedness, co-located share and speed, policy breaches last)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,20 @@ import math
 
 import pandas as pd
 
+from eplbench.reports.document import Paragraph, Table
+
+DAGGER = "†"
+UNCERTIFIED_NOTE = (f"{DAGGER} the reference is not certified optimal on every instance of "
+                    "the set: the gap is taken against a lower bound there, so the figure is "
+                    "an upper end of the true gap.")
+
 
 def gap_table(summaries: list[tuple[str, pd.DataFrame]], command: str) -> str:
     """summaries: (set name, `tables.heuristic_summary` of that set's results), in order.
 
     Cells: "mean / max" gap (gap_hi, percent) against the optimum of each set's declared
-    policy; the share of slots holding a co-located replica; the speed ratio to the
+    policy, with a dagger where the reference is not certified on every instance (an upper
+    end); the share of slots holding a co-located replica; the speed ratio to the
     baseline (x, > 1 is faster); "-" where a set has no reference values or a heuristic no
     valid rows. A heuristic with an invalid placement on some set comes after every
     heuristic valid on all, and its gap cell says why ("breaks policy": the gap, in
@@ -40,6 +50,8 @@ def gap_table(summaries: list[tuple[str, pd.DataFrame]], command: str) -> str:
         cells = ([heuristic] + [_gap_cell(row) for row in rows]
                  + [_share_cell(row) for row in rows] + [_speed_cell(row) for row in rows])
         lines.append("| " + " | ".join(cells) + " |")
+    if any(DAGGER in line for line in lines[6:]):
+        lines += ["", UNCERTIFIED_NOTE]
     breaches = [f"- {heuristic} on {name}: {summary.loc[heuristic].breach}"
                 for heuristic in heuristics for (name, _), summary in zip(summaries, by_heuristic)
                 if heuristic in summary.index and summary.loc[heuristic].breach]
@@ -48,15 +60,72 @@ def gap_table(summaries: list[tuple[str, pd.DataFrame]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _gap_cell(row) -> str:
-    if row is None or "gap_mean" not in row:
+def ranked(summary: pd.DataFrame) -> pd.DataFrame:
+    """A set's `heuristic_summary` ranked: heuristics valid on every instance first, then
+    the others (a policy breach among them), each part by mean gap (none last)."""
+    if summary.empty:
+        return summary
+    gap = summary.gap_mean if "gap_mean" in summary else pd.Series(math.nan, summary.index)
+    order = pd.DataFrame({"invalid": summary.valid < summary.instances,
+                          "no_gap": gap.isna(), "gap": gap.fillna(0),
+                          "position": range(len(summary))}, index=summary.index)
+    return summary.loc[order.sort_values(["invalid", "no_gap", "gap", "position"]).index
+                       ].reset_index(drop=True)
+
+
+def set_table(summary: pd.DataFrame, baseline: str, replay: bool = False) -> list:
+    """The report's table of one set (a `heuristic_summary`) and the notes under it:
+    blocks of `document`. Columns: valid instances, gap mean / max (a dagger where the
+    reference is not certified on every instance), mean balancedness, co-located share,
+    x faster than the baseline. A heuristic invalid on some instance comes after every
+    valid one, its row says so and a note names what broke."""
+    summary = ranked(summary)
+    unit = "windows" if replay else "instances"
+    header = ["heuristic", f"valid {unit}",
+              "gap to hindsight mean / max" if replay else "gap mean / max",
+              "replay balancedness" if replay else "balancedness",
+              "co-located", f"{'planning: ' if replay else ''}x faster than {baseline}"]
+    valid = summary[summary.valid == summary.instances]
+    best = valid.gap_mean.min() if "gap_mean" in valid and len(valid) else math.nan
+    rows, kinds, notes = [], [], []
+    for row in summary.itertuples():
+        invalid = row.valid < row.instances
+        rows.append([row.heuristic, f"{row.valid}/{row.instances}", _gap_cell(row, best),
+                     _fixed(row.balancedness_mean, "{:.4f}"), _share_cell(row),
+                     _speed_cell(row)])
+        kinds.append("invalid" if invalid else "")
+        if row.breach:
+            bought = ("" if _missing(getattr(row, "breach_gap_mean", math.nan)) else
+                      " Where it broke the policy its gap averaged "
+                      f"{100 * row.breach_gap_mean:+.3f}% (what breaking it bought).")
+            notes.append(f"**{row.heuristic}** is not valid here: {row.breach} "
+                         f"(invalid on {row.instances - row.valid} of {row.instances} "
+                         f"{unit}: {row.failures}).{bought} Listed after every valid heuristic.")
+        elif invalid:
+            notes.append(f"**{row.heuristic}** is not valid here: invalid on "
+                         f"{row.instances - row.valid} of {row.instances} {unit} "
+                         f"({row.failures}); its figures are over the valid ones. Listed after "
+                         "every valid heuristic.")
+    blocks = [Table(header, rows, kinds)]
+    if any(DAGGER in row[2] for row in rows):
+        blocks.append(Paragraph(UNCERTIFIED_NOTE, note=True))
+    blocks += [Paragraph(note, note=True) for note in notes]
+    return blocks
+
+
+def _gap_cell(row, best=math.nan) -> str:
+    if row is None or not hasattr(row, "gap_mean"):
         return "-"
     if row.breach:
         bought = "" if _missing(row.breach_gap_mean) else f" ({100 * row.breach_gap_mean:+.3f}%)"
         return f"breaks policy{bought}"
     if _missing(row.gap_mean):
         return "-"
-    return f"{100 * row.gap_mean:.3f}% / {100 * row.gap_max:.3f}%"
+    mean = f"{100 * row.gap_mean:.3f}%"
+    if not _missing(best) and row.gap_mean == best and row.valid == row.instances:
+        mean = f"**{mean}**"
+    uncertified = f" {DAGGER}" if not _missing(row.certified) and row.certified < 1 else ""
+    return f"{mean} / {100 * row.gap_max:.3f}%{uncertified}"
 
 
 def _share_cell(row) -> str:
@@ -69,6 +138,10 @@ def _speed_cell(row) -> str:
     if row is None or _missing(row.speedup):
         return "-"
     return f"{row.speedup:.3g}x"
+
+
+def _fixed(value, pattern: str) -> str:
+    return "-" if _missing(value) else pattern.format(value)
 
 
 def _missing(value) -> bool:
