@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from eplbench.checker import check_output
-from eplbench.errors import InvalidPlacement
+from eplbench.errors import BadInput, InvalidPlacement
 from eplbench.executors import run_units
 from eplbench.heuristics import spec_kind
 from eplbench.instances import Instance
@@ -63,9 +63,20 @@ def run_heuristics(heuristics: list[str], instances: list[Instance],
         if missing:
             chosen = dict.fromkeys([options.baseline, *missing])
             units.append((instance, {name: specs[name] for name in chosen}))
+    _refuse_unloadable([spec for name, spec in specs.items() if spec_kind(name) != "builtin"]
+                       if units else [], options)
     report = (lambda unit, rows: on_unit(unit[0], rows)) if on_unit else None
     unit = partial(measure_unit, options=options)
     return pd.DataFrame(rows_of_units(unit, units, options, report))
+
+
+def _refuse_unloadable(specs: list[str], options: RunOptions) -> None:
+    """BadInput, before any work, naming each user heuristic that cannot be loaded (a
+    syntax error, no entry point, an import that raises): refused once, not per instance."""
+    failures = _sandbox(options.time_limit).load_failures(specs) if specs else {}
+    if failures:
+        close_sandboxes()
+        raise BadInput("; ".join(failure.detail for failure in failures.values()))
 
 
 def heuristic_specs(heuristics: list[str], baseline: str) -> dict[str, str]:

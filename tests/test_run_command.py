@@ -25,7 +25,7 @@ def test_broken_candidates_are_reported_and_others_print(tmp_path):
     folder = two_instance_set(tmp_path)
     specs = ["deepseek_fast"] + [str(HEURISTICS / name) for name in
                                  ("round_robin.py", "raises.py", "wrong_shape.py", "sleeps.py",
-                                  "crashes.py", "no_entry.py")]
+                                  "crashes.py")]
     out = tmp_path / "results.parquet"
     result = CliRunner().invoke(main, ["run", "--heuristics", ",".join(specs), "--instances",
                                        str(folder), "--time-limit", "2", "--repeats", "1",
@@ -36,7 +36,7 @@ def test_broken_candidates_are_reported_and_others_print(tmp_path):
     by_name = {Path(spec).name: reasons[spec] for spec in specs}
     assert by_name == {"deepseek_fast": "", "round_robin.py": "", "raises.py": "raised",
                        "wrong_shape.py": "shape", "sleeps.py": "timeout",
-                       "crashes.py": "crashed", "no_entry.py": "load"}
+                       "crashes.py": "crashed"}
     assert table[table.heuristic == specs[2]].detail.str.contains("always fails").all()
     for spec in specs:
         assert Path(spec).name in result.output or spec in result.output
@@ -122,3 +122,16 @@ def test_a_results_file_keeps_the_rows_of_other_sets(tmp_path):
     table = pd.read_parquet(out)
     assert set(table.instance_set) == {"tiny", "deepseek-v3-cut"}
     assert table.gap_hi.notna().all()  # the first set's gaps survive the second run
+
+
+def test_an_unloadable_candidate_is_refused_once_before_any_work(tmp_path):
+    """A syntax error or a missing entry point: exit 2, one line naming the file, no rows."""
+    out = tmp_path / "results.parquet"
+    for name in ("no_entry.py", "syntax_error.py"):
+        spec = str(HEURISTICS / name)
+        result = CliRunner().invoke(main, ["run", "-H", f"zigzag,{spec}", "-i", "tiny",
+                                           "--repeats", "1", "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if "eplbench: error" in line]
+        assert len(errors) == 1 and name in errors[0]
+        assert "running 1/" not in result.output and not out.exists()
