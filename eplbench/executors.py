@@ -44,9 +44,27 @@ def _then_clean(function: Callable, cleanup: Callable[[], None], unit):
         cleanup()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: on Linux, be killed when the process that started the pool
+    dies (a SIGKILLed `eplbench run -j N` leaves no worker behind)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
+
+
 def _in_pool(function, units, jobs: int):
+    import os
+
     pool = ProcessPoolExecutor(min(jobs, len(units)),
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(function, unit): unit for unit in units}
         for future in as_completed(futures):

@@ -89,3 +89,51 @@ def _digest(weight) -> str:
     import torch
 
     return hashlib.sha256(torch.from_numpy(weight).numpy().tobytes()).hexdigest()[:16]
+
+
+def test_a_killed_run_leaves_no_pool_worker_behind(tmp_path):
+    """SIGKILL of `eplbench run -j 2` mid-run: its pool workers (and their sandboxes) die."""
+    env = {**os.environ, "EPLBENCH_CALL_LOG": str(tmp_path / "calls.log"),
+           "EPLBENCH_CALL_SLEEP": "0.5"}
+    run = subprocess.Popen([sys.executable, "-m", "eplbench", "run", "-H", str(LOGS_CALLS),
+                            "-i", "tiny", "--repeats", "1", "-j", "2"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "calls.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    children = _descendants(run.pid)
+    assert children, "the run started no worker"
+    run.kill()
+    run.wait(30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def _descendants(root: int) -> list[int]:
+    """Pids of every process below `root`, from /proc."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1]
+                                                 .split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parent_of.items():
+            if ppid == parent:
+                found.append(pid)
+                frontier.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
