@@ -441,3 +441,13 @@ def test_load_failures_names_the_specs_that_cannot_be_loaded(instance, tmp_path)
         assert all(results[spec].failure is None for spec in good)
         assert all(results[spec].failure.reason == "load" for spec in bad)
         assert box.load_failures(good) == {}
+
+
+def test_results_rows_carry_both_clocks():
+    """runtime_s is the parent's figure; runtime_inside_s the worker's, beside it."""
+    import eplbench as eb
+    from eplbench.runner import RunOptions, run_heuristics
+
+    rows = run_heuristics(["zigzag"], eb.load_instances("tiny")[:1], RunOptions(repeats=2))
+    assert (rows.runtime_s > 0).all() and (rows.runtime_inside_s > 0).all()
+    assert not (rows.runtime_s == rows.runtime_inside_s).all()
