@@ -14,6 +14,7 @@ from rich.table import Table
 
 from eplbench.errors import BadInput, InvalidPlacement
 from eplbench.progress import tracked
+from eplbench.reports.names import short_names
 
 # tables keep their columns whole when piped (rich would wrap or cut them at 80 columns)
 stdout = Console(width=None if sys.stdout.isatty() else 10_000)
@@ -266,22 +267,6 @@ def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> 
                   if has_gaps and np.isfinite(row.breach_gap_mean) else "")
         stdout.print(f"{shown[row.heuristic]}: {row.breach}{bought}; not valid here, "
                      "ranked last")
-
-
-def short_names(names) -> dict[str, str]:
-    """Name -> what a table shows: a file spec by the shortest tail of its path that no
-    other name shares (`mine.py`, `a/mine.py`), anything else as it is."""
-    names = list(dict.fromkeys(names))
-    shown = {}
-    for name in names:
-        parts = Path(name).parts if name.endswith(".py") else (name,)
-        for size in range(1, len(parts) + 1):
-            tail = str(Path(*parts[-size:]))
-            if not any(other != name and (other == tail or other.endswith("/" + tail))
-                       for other in names):
-                break
-        shown[name] = tail
-    return shown
 
 
 def _fmt(value, pattern: str) -> str:

@@ -137,7 +137,7 @@ def test_bench_checks_output_before_timing_it():
 
 
 def test_short_names_keep_file_specs_apart():
-    from eplbench.cli import short_names
+    from eplbench.reports.names import short_names
 
     names = ["deepseek", "/a/b/mine.py", "/a/c/mine.py", "/x/other.py", "pkg.mod:fn"]
     assert short_names(names) == {"deepseek": "deepseek", "/a/b/mine.py": "b/mine.py",

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from eplbench.gaps import STAGES, attribution, instance_gaps  # noqa: E402
+from eplbench.reports.names import short_names  # noqa: E402
 
 DPI = 110  # figures are laid out and saved at this resolution
 STRONG = ["#1f5fbf", "#e8710a", "#1a9850", "#c51b7d"]  # the profile's best lines
@@ -30,21 +31,6 @@ PROFILE_STRONG = 4  # lines drawn in colour in the performance profile
 
 # -- shared helpers ---------------------------------------------------------------------
 
-def short_names(names) -> dict[str, str]:
-    """Name -> label: a file spec by the shortest tail of its path no other name shares,
-    anything else as it is."""
-    names = list(dict.fromkeys(names))
-    shown = {}
-    for name in names:
-        parts = Path(name).parts if name.endswith(".py") else (name,)
-        tail = name
-        for size in range(1, len(parts) + 1):
-            tail = str(Path(*parts[-size:]))
-            if not any(other != name and (other == tail or other.endswith("/" + tail))
-                       for other in names):
-                break
-        shown[name] = tail
-    return shown
 
 
 def _plain_ticks(axis) -> None:
