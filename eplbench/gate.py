@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from eplbench.gaps import instance_gaps
+from eplbench.reports.tables import colocated_share
 
 # bootstrap resamples for the ratio's interval, and their seed (reproducible verdicts)
 RESAMPLES = 2000
@@ -77,10 +78,8 @@ def _colocated(rows, candidate, baseline, limits):
     """Not gated: the share of slots holding a second replica of an expert on its GPU."""
     shares = {}
     for name in (candidate, baseline):
-        mine = rows[(rows.heuristic == name) & rows.max_load.notna()] if "max_load" in rows \
-            else rows.iloc[:0]
-        shares[name] = (f"{mine.colocated_replicas.sum() / mine.num_replicas.sum():.1%}"
-                        if len(mine) else "-")
+        share = colocated_share(rows[rows.heuristic == name])
+        shares[name] = f"{share:.1%}" if np.isfinite(share) else "-"
     return ({"check": "co-located", "candidate": shares[candidate],
              "baseline": shares[baseline], "limit": "not gated", "passed": True,
              "note": "share of slots holding a second replica of an expert on its GPU"}, [])

@@ -137,6 +137,7 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
                  if plan is not None and group.valid.all() else (np.nan, np.nan))
         breaches = windows[windows.reason == "policy"].detail
         rows.append({"heuristic": name, "valid": f"{windows.valid.sum()}/{len(windows)}",
+                     "valid_everywhere": bool(windows.valid.all()),
                      "replay_balancedness": windows.balancedness.mean(),
                      "hindsight_gap_mean": valid.gap_hi.mean(),
                      "hindsight_gap_max": valid.gap_hi.max(),
@@ -147,5 +148,5 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
                      "breach": breaches.iloc[0] if len(breaches) else "",
                      "breach_gap_mean": mine[~mine.valid].gap_hi.mean()})
     summary = pd.DataFrame(rows)
-    everywhere = summary.valid.map(lambda text: text.split("/")[0] == text.split("/")[1])
+    everywhere = summary.pop("valid_everywhere")
     return pd.concat([summary[everywhere], summary[~everywhere]], ignore_index=True)

@@ -57,7 +57,7 @@ def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
             "balancedness_mean": valid.balancedness.mean() if len(valid) else np.nan,
             "balancedness_min": valid.balancedness.min() if len(valid) else np.nan,
             "hierarchy": valid.respects_hierarchy.mean() if len(valid) else np.nan,
-            "colocated": _colocated_share(table[table.heuristic == name]),
+            "colocated": colocated_share(table[table.heuristic == name]),
             "runtime_ms": 1e3 * group.runtime_s.median(),
             "speedup": float(np.exp(-np.log(ratios).mean())) if len(ratios) else np.nan,
             "failures": ", ".join(f"{reason} x{count}" for reason, count in failures.items()),
@@ -71,7 +71,7 @@ def heuristic_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([summary[everywhere], summary[~everywhere]], ignore_index=True)
 
 
-def _colocated_share(rows: pd.DataFrame) -> float:
+def colocated_share(rows: pd.DataFrame) -> float:
     """Share of the slots of every scored placement (layers x P) holding a second replica
     of an expert on its GPU; NaN when nothing was scored."""
     if "colocated_replicas" not in rows:
