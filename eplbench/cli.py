@@ -673,7 +673,8 @@ def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, s
 @click.option("--solver", default="enum", show_default=True,
               help="enum (default, exact branch and bound), cpsat or mip (joint model).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds per layer and policy.")
+              help="Seconds per layer and policy, counted as work done: the same answer "
+                   "on an idle or a busy machine (docs/solvers.md).")
 @click.option("--policy", "policies", default="global,hierarchical", show_default=True,
               help="Policies to solve (hierarchical only where the topology defines it).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),

@@ -55,7 +55,7 @@ def entry_from_result(instance, layer: int, policy: str, result, origin: str) ->
     source = f"{result.solver} {result.version}@{origin}"
     return ReferenceEntry(instance.id, instance.content_hash, layer, policy, result.ub,
                           result.lb, source, source, result.phy2log.tolist(),
-                          {**result.params, "wall_time": round(result.wall_time, 4)})
+                          dict(result.params))
 
 
 def policies_for(instance, policies: list[str]) -> list[str]:

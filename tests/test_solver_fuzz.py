@@ -14,7 +14,6 @@ OverflowError in the joint model at 1e15, and time limits of 0, below 0 or NaN.
 from __future__ import annotations
 
 import math
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -23,6 +22,7 @@ import pytest
 import eplbench as eb
 from eplbench.problem import Policy
 from eplbench.solvers import list_solvers, solve
+from eplbench.solvers.work import Deadline
 
 from brute_force import optimum, optimum_by_packings
 
@@ -88,7 +88,7 @@ def test_enum_refuses_a_layer_whose_sum_passes_int64_to_the_joint_model():
     topo = eb.Topology(6, 1, 1, 2)
     assert int(np.sum(weight)) < 0 < sum(int(w) for w in weight)  # numpy's sum wraps
     with pytest.raises(EnumerationTooLarge, match="int64"):
-        Completion(weight, topo, time.perf_counter() + 1)
+        Completion(weight, topo, Deadline.budget(1))
     result = solve(weight[None, :], topo, "global", solver="enum", time_limit=0.5)[0]
     assert result.solver == "enum>cpsat"
     assert "int64" in result.params["fallback"] and "\n" not in result.params["fallback"]
@@ -106,7 +106,7 @@ def test_completion_search_refuses_or_answers_truly_near_int64(heavy):
     topo = eb.Topology(12, 1, 1, 4)
     assert optimum(weight.tolist(), 12, 1, 1, 4, "global") == heavy + 3
     try:
-        search = Completion(weight, topo, time.perf_counter() + 60)
+        search = Completion(weight, topo, Deadline.budget(60))
     except EnumerationTooLarge:
         assert sum(int(w) for w in weight) * 6 >= 2**62
         return
@@ -154,7 +154,7 @@ def test_scip_bound_on_models_it_got_wrong_is_below_the_optimum(weight, shape):
     assert complete
     _, ub, bound, _, params = solve_model(weight_array, topo, Policy.GLOBAL, ScipBackend,
                                           domains, start, Fraction(0),
-                                          time.perf_counter() + 5, 1, 0)
+                                          Deadline.budget(5), 1, 0)
     assert bound is None or bound <= best, (bound, best, params)
     assert best <= ub
     for policy in POLICIES:
@@ -173,7 +173,7 @@ def _lying_scip():
                 self.claimed = high
             return super().int_var(low, high, name)
 
-        def solve(self, time_limit, workers, seed):
+        def solve(self, deadline, workers, seed):
             return BackendResult("OPTIMAL", self.claimed, self.claimed, {}, None)
 
     return LyingScip
@@ -214,7 +214,7 @@ def test_an_unchecked_float_bound_is_a_hint_not_a_proof(monkeypatch):
     from eplbench.solvers.layer import solve_layer
 
     class Silent(CpSatBackend):
-        def solve(self, time_limit, workers, seed):
+        def solve(self, deadline, workers, seed):
             return BackendResult("UNKNOWN", None, None, {}, None)
 
     monkeypatch.setattr(joint, "CpSatBackend", Silent)
@@ -243,7 +243,7 @@ def test_repacks_and_local_search_keep_exact_at_int64_scale():
     topo = eb.Topology(24, 1, 1, 8)
     start = deepseek_placement(weight, topo, Policy.GLOBAL)
     assert _items(weight, start, [0, 1, 2], 3) is None  # past int64: no re-pack is tried
-    moved = improve_placement(weight, start, topo, False, 0.5, kicks=True)
+    moved = improve_placement(weight, start, topo, False, Deadline.budget(0.5), kicks=True)
     before, after = (eb.check(weight[None, :], p[None, :], topo) for p in (start, moved))
     assert after.max_load[0] <= before.max_load[0]
     for solver in SOLVERS:

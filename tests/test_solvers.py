@@ -1,7 +1,6 @@
 """Every solver's claims checked against an independent brute force on the tiny set."""
 
 import itertools
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 import eplbench as eb
 from eplbench.solvers import list_solvers, solve
 from eplbench.solvers.bounds import replica_bound
+from eplbench.solvers.work import Deadline
 
 from brute_force import optimum, packings
 
@@ -86,7 +86,8 @@ def test_resplit_local_search_never_worsens_and_keeps_the_hierarchy(within_nodes
     policy = "hierarchical" if within_nodes else "global"
     for instance in eb.load_instances("small"):
         start = deepseek_placement(instance.weight[0], instance.topology, eb.Policy(policy))
-        improved = improve_by_resplits(instance.weight[0], start, instance.topology, within_nodes)
+        improved = improve_by_resplits(instance.weight[0], start, instance.topology, within_nodes,
+                                       Deadline.budget(60))
         before, after = (eb.check(instance.weight[:1], p[None, :], instance.topology)
                          for p in (start, improved))
         assert after.max_load[0] <= before.max_load[0]
@@ -107,8 +108,8 @@ def test_count_moves_never_worsen_and_keep_placements_valid(within_nodes):
     for instance in eb.load_instances("small") + eb.load_instances("medium-cut")[:4]:
         topo, row = instance.topology, instance.weight[0]
         start = deepseek_placement(row, topo, policy)
-        resplit = improve_by_resplits(row, start, topo, within_nodes, time_limit=60)
-        improved = improve_placement(row, start, topo, within_nodes, time_limit=60)
+        resplit = improve_by_resplits(row, start, topo, within_nodes, Deadline.budget(60))
+        improved = improve_placement(row, start, topo, within_nodes, Deadline.budget(60))
         before, after = (eb.check(instance.weight[:1], p[None, :], topo)
                          for p in (resplit, improved))
         assert after.max_load[0] <= before.max_load[0], instance.id  # check() raised if invalid
@@ -129,10 +130,10 @@ def test_a_descended_start_goes_straight_to_the_kicks():
     for instance in eb.load_instances("small")[:6]:
         topo, row = instance.topology, instance.weight[0]
         start = deepseek_placement(row, topo, eb.Policy.HIERARCHICAL)
-        kept = improve_placement(row, start, topo, True, time_limit=10, descended=True)
+        kept = improve_placement(row, start, topo, True, Deadline.budget(10), descended=True)
         assert np.array_equal(kept, start), instance.id
-        descended = improve_placement(row, start, topo, True, time_limit=10)
-        kicked = improve_placement(row, start, topo, True, time_limit=0.2, kicks=True,
+        descended = improve_placement(row, start, topo, True, Deadline.budget(10))
+        kicked = improve_placement(row, start, topo, True, Deadline.budget(0.2), kicks=True,
                                    descended=True)
         before, after, plain = (eb.check(instance.weight[:1], p[None, :], topo)
                                 for p in (start, kicked, descended))
@@ -232,7 +233,7 @@ def test_resplit_local_search_ends_where_no_pair_lowers_the_maximum(within_nodes
     for instance in eb.load_instances("small")[:10]:
         topo, row = instance.topology, instance.weight[0]
         start = deepseek_placement(row, topo, policy)
-        improved = improve_by_resplits(row, start, topo, within_nodes, time_limit=60)
+        improved = improve_by_resplits(row, start, topo, within_nodes, Deadline.budget(60))
         counts = np.bincount(improved, minlength=len(row))
         gpu_loads = [[Fraction(int(row[e]), int(counts[e])) for e in gpu]
                      for gpu in improved.reshape(topo.num_gpus, topo.slots_per_gpu).tolist()]
@@ -260,7 +261,7 @@ def test_completion_search_is_exact_on_random_layers(shape, extra, data):
                                          max_size=num_experts)), dtype=np.int64)
     topo = eb.Topology(num_slots, 1, 1, num_gpus)
     start = deepseek_placement(weight, topo, eb.Policy.GLOBAL)
-    phy2log, upper, lower = solve_global(weight, topo, start, time.perf_counter() + 30)
+    phy2log, upper, lower = solve_global(weight, topo, start, Deadline.budget(30))
     best = optimum(weight.tolist(), num_slots, 1, 1, num_gpus, "global")
     assert eb.check(weight[None, :], phy2log[None, :], topo).max_load[0] == upper
     assert lower <= best <= upper
@@ -329,7 +330,7 @@ def test_repacking_two_gpus_finds_their_best_packing(num_experts, data):
     here = phy2log[:6].reshape(2, 3).tolist()
     best = _sub_optimum(weight.tolist(), counts, here, 3)
     moved = _repack_gpus(weight, phy2log, topo, [0, 1], Fraction(10**9),
-                         time.perf_counter() + 30)
+                         Deadline.budget(30))
     eb.check(weight[None, :], moved[None, :], topo)  # raises if invalid
     new = np.bincount(moved, minlength=num_experts)
     loads = [sum(Fraction(int(weight[e]), int(new[e])) for e in gpu)
@@ -350,7 +351,7 @@ def test_repacks_never_worsen_and_keep_the_hierarchy(within_nodes):
     for instance in eb.load_instances("medium-cut")[:6]:
         topo, row = instance.topology, instance.weight[0]
         start = deepseek_placement(row, topo, policy)
-        moved = repack(row, start, topo, within_nodes, time.perf_counter() + 2)
+        moved = repack(row, start, topo, within_nodes, Deadline.budget(2))
         before, after = (eb.check(instance.weight[:1], p[None, :], topo) for p in (start, moved))
         assert after.max_load[0] <= before.max_load[0], instance.id
         if within_nodes:

@@ -29,6 +29,7 @@ from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
 from eplbench.solvers.result import FEASIBLE, INFEASIBLE, OPTIMAL, UNKNOWN
+from eplbench.solvers.work import Deadline, ticks
 
 
 @dataclass
@@ -46,6 +47,12 @@ class BackendResult:
 # model: 1e-7 x 2^20 is about 0.1 of a unit
 SCIP_FEASTOL = 1e-7
 SCIP_MAX_LOAD = 2**20
+# work rates of the backends against the meter's seconds (`work`): CP-SAT's deterministic
+# time per second (0.28-0.5 per wall second on medium-cut's models on the development
+# machine, one worker), SCIP's nodes per second; the least a backend call gets
+CPSAT_DTIME_PER_SECOND = 0.25
+SCIP_NODES_PER_SECOND = 200
+MIN_BACKEND_SECONDS = 0.01
 
 
 class CpSatBackend:
@@ -77,9 +84,13 @@ class CpSatBackend:
     def hint(self, var, value: int) -> None:
         self.model.add_hint(var, value)
 
-    def solve(self, time_limit: float, workers: int, seed: int) -> BackendResult:
+    def solve(self, deadline: Deadline, workers: int, seed: int) -> BackendResult:
+        """Search until the deadline's work is spent: CP-SAT's deterministic time (at
+        CPSAT_DTIME_PER_SECOND), with the meter's wall-clock net as its time limit."""
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = time_limit
+        solver.parameters.max_deterministic_time = max(
+            MIN_BACKEND_SECONDS, deadline.left()) * CPSAT_DTIME_PER_SECOND
+        solver.parameters.max_time_in_seconds = deadline.meter.wall_left()
         solver.parameters.num_workers = workers
         solver.parameters.random_seed = seed
         code = solver.solve(self.model)
@@ -88,6 +99,8 @@ class CpSatBackend:
         found = status in (OPTIMAL, FEASIBLE)
         values = {var.index: solver.value(var) for var in self._vars} if found else {}
         bound = math.ceil(solver.best_objective_bound - 1e-9) if found else None
+        deadline.meter.charge(ticks(solver.deterministic_time / CPSAT_DTIME_PER_SECOND))
+        deadline.meter.check_wall()
         return BackendResult(status, round(solver.objective_value) if found else None, bound,
                              values, solver.deterministic_time)
 
@@ -125,11 +138,16 @@ class ScipBackend:
         self._hints[0].append(var)
         self._hints[1].append(float(value))
 
-    def solve(self, time_limit: float, workers: int, seed: int) -> BackendResult:
-        self.solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+    def solve(self, deadline: Deadline, workers: int, seed: int) -> BackendResult:
+        """Search until the deadline's work is spent: SCIP's branch-and-bound nodes (at
+        SCIP_NODES_PER_SECOND; SCIP has no deterministic time, and a node's cost varies
+        more than CP-SAT's), with the meter's wall-clock net as its time limit."""
+        nodes = max(1, int(max(MIN_BACKEND_SECONDS, deadline.left()) * SCIP_NODES_PER_SECOND))
+        self.solver.SetTimeLimit(max(1, int(deadline.meter.wall_left() * 1000)))
         self.solver.SetNumThreads(workers)
         self.solver.SetSolverSpecificParametersAsString(
-            f"randomization/randomseedshift = {seed}\nnumerics/feastol = {SCIP_FEASTOL}\n")
+            f"randomization/randomseedshift = {seed}\nnumerics/feastol = {SCIP_FEASTOL}\n"
+            f"limits/totalnodes = {nodes}\n")
         if self._hints[0]:
             self.solver.SetHint(*self._hints)
         exact_gap = pywraplp.MPSolverParameters()  # pywraplp's default stops at a 1e-4 gap
@@ -144,6 +162,8 @@ class ScipBackend:
             raw = self.solver.Objective().BestBound()
             bound = math.ceil(raw - SCIP_FEASTOL * max(1.0, abs(raw)))
         objective = round(self.solver.Objective().Value()) if found else None
+        deadline.meter.charge(ticks(max(1, self.solver.nodes()) / SCIP_NODES_PER_SECOND))
+        deadline.meter.check_wall()
         return BackendResult(status, objective, bound, values, None)
 
     @staticmethod

@@ -33,6 +33,7 @@ from eplbench.solvers import completion_kernel as kernel
 from eplbench.solvers.bounds import count_free_bound, exact_sum
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.pairs import solve_pairs
+from eplbench.solvers.work import Deadline, charge_tables
 
 # the most GPUs the search takes on: beyond, on medium-cut (8 GPUs), the joint model alone
 # did better in the same time (median gap 7.3e-4 against 9.3e-4 at 60 s)
@@ -57,7 +58,7 @@ class Completion:
 
     weight: [E] tokens (int). States proven infeasible are kept between calls."""
 
-    def __init__(self, weight, topology: Topology, deadline: float):
+    def __init__(self, weight, topology: Topology, deadline: Deadline):
         self.num_gpus = topology.num_gpus
         self.scale = count_scale(len(weight), topology.num_replicas)
         if not kernel.fits_int64(exact_sum(weight) * self.scale, self.num_gpus):
@@ -70,13 +71,14 @@ class Completion:
         self.order = np.argsort(-np.asarray(weight), kind="stable")
         load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
         self.tables = kernel.prepare(load, self.num_gpus, topology.slots_per_gpu)
+        charge_tables(deadline.meter, kernel.table_entries(self.tables))
         self.deadline = deadline
         self.failed = kernel.new_failed_map()
         self.nodes = 0
 
     def feasible_below(self, cap: int):
         """[G][S] expert ids of a placement with every GPU load <= cap (scaled), or None
-        when there is none. Raises SearchTimeout at the deadline."""
+        when there is none. Raises SearchTimeout once the deadline (work) passes."""
         if cap < 0:
             return None
         status, placed, nodes = kernel.search(self.tables, cap, self.failed, self.deadline)
@@ -89,7 +91,7 @@ class Completion:
                  for _ in range(placed[d, gpu])] for gpu in range(self.num_gpus)]
 
 
-def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: float,
+def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: Deadline,
                  cutoff: Fraction | None = None):
     """(phy2log [P], ub, lb) for one global-policy problem, weight: [E] tokens.
 

@@ -27,14 +27,14 @@ at most MAX_FAILED states (memory), which costs repeated work, never a wrong ans
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import njit, types
 
-from eplbench.solvers.numba_clock import clock
+from eplbench.solvers.numba_clock import spend
+from eplbench.solvers.work import Deadline
 
 FOUND, NONE, TIMEOUT = 1, 0, -1
 # the search loop's modes: open a position, try its next option, leave it
@@ -46,8 +46,9 @@ MAX_SLOTS_PER_GPU = 63
 KEY_TYPE = types.UniTuple(types.int64, KEY_GPUS + 1)
 # the most entries of the tables of pair sums of replica loads (one row per depth and level)
 MAX_PAIR_TABLE = 2_000_000
-# search nodes between two clock readings
-CHECK_EVERY = 1 << 16
+# work charged per search node (`work`): a node takes 0.37-0.46 us on the development
+# machine (DeepSeek-V3 nodes, medium-cut), a tick 0.1 us
+NODE_TICKS = 5
 # the most states remembered (about 100 bytes each); beyond, new failures are not kept
 MAX_FAILED = 4_000_000
 # rows of the direct-mapped memo of shortfalls (a power of two; 3 MiB: bounded,
@@ -78,12 +79,9 @@ def new_shortfall_memo():
 
 
 @njit(cache=True)
-def _tick(work, deadline) -> bool:
-    """Count one node; True (and work[1] = 1) once the deadline has passed."""
-    work[0] += 1
-    if work[0] % CHECK_EVERY == 0 and clock() >= deadline:
-        work[1] = 1
-    return work[1] == 1
+def _tick(work, stop, wall) -> bool:
+    """Count one node: NODE_TICKS of work (`numba_clock.spend`)."""
+    return spend(work, NODE_TICKS, stop, wall)
 
 
 @njit(cache=True)
@@ -232,8 +230,8 @@ def _count_range(d, free, spare, load, min_count, max_count, rest, min_left, cap
 
 @njit(cache=True)
 def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs, pair_count,
-            cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work,
-            deadline):
+            cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work, stop,
+            wall):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -257,7 +255,7 @@ def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pai
         if mode == ENTER:
             if i < 0 and d == num_experts:
                 return FOUND
-            if _tick(work, deadline):
+            if _tick(work, stop, wall):
                 return TIMEOUT
             mode = NEXT
             if i < 0:
@@ -436,22 +434,29 @@ def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray |
                         pair_count, new_shortfall_memo(), num_gpus, slots)
 
 
-def search(tables: SearchTables, cap: int, failed, deadline: float):
+def table_entries(tables: SearchTables) -> int:
+    """The size of a problem's tables (what building them costs, `work.charge_tables`)."""
+    return int(tables.piece_count.sum() + tables.pair_count.sum())
+
+
+def search(tables: SearchTables, cap: int, failed, deadline: Deadline):
     """(status, placed [E, G] replicas of the d-th heaviest expert on each GPU, nodes).
 
-    failed: `new_failed_map()`, kept between calls on the same problem."""
+    failed: `new_failed_map()`, kept between calls on the same problem. Every node is a
+    tick on the deadline's meter; TIMEOUT once the deadline passes."""
     num_experts, num_gpus = tables.load.shape[0], tables.num_gpus
     gpu_load = np.zeros((num_experts + 1, num_gpus), dtype=np.int64)
     gpu_used = np.zeros_like(gpu_load)
     gpu_id = np.zeros_like(gpu_load)
     gpu_id[0] = np.arange(num_gpus)
     placed = np.zeros((num_experts, num_gpus), dtype=np.int64)
-    work = np.zeros(2, dtype=np.int64)
+    meter = deadline.meter
+    before = meter.used
     status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.min_left,
                      tables.pieces, tables.piece_count, tables.pairs, tables.pair_count, cap,
                      tables.slots, gpu_load, gpu_used, gpu_id, placed, failed,
-                     tables.shortfalls, work, deadline)
-    return status, placed, int(work[0])
+                     tables.shortfalls, meter.work, deadline.stop, meter.wall)
+    return status, placed, meter.used - before
 
 
 def _replica_loads(load: np.ndarray, min_count: np.ndarray, max_count: np.ndarray,
@@ -529,4 +534,4 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the search with a trivial call, so that the
     one-off cost per process is not counted in the first layer's solve time."""
     search(prepare(np.array([2, 1], dtype=np.int64), 2, 1), 2, new_failed_map(),
-           time.perf_counter() + 60)
+           Deadline.budget(60))

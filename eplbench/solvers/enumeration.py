@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.completion import EnumerationTooLarge, solve_global
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.local_search import improve_placement
+from eplbench.solvers.work import Deadline
 
 MAX_ASSIGNMENTS = 2_000
 # share of the time left that local search on a node too large for the completion search
@@ -59,7 +59,7 @@ def balanced_assignments(num_groups: int, num_nodes: int):
     return list(split(list(range(num_groups))))
 
 
-def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadline: float):
+def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadline: Deadline):
     """(phy2log [P], ub, lb) for the hierarchical policy; incumbent must be hierarchical."""
     group_size = len(weight) // topology.num_groups
     node_topology = Topology(topology.slots_per_node, 1, 1, topology.gpus_per_node)
@@ -81,7 +81,7 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
     for index, (bound, assignment) in enumerate(scored):
         if bound >= upper:
             break
-        if time.perf_counter() >= deadline:
+        if deadline.passed():
             open_bounds.extend(b for b, _ in scored[index:] if b < upper)
             break
         nodes = _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, upper,
@@ -130,10 +130,10 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline
     try:
         result = solve_global(sub, node_topology, start, deadline, cutoff)
     except EnumerationTooLarge:
-        seconds = NODE_SHARE * max(0.0, deadline - time.perf_counter())
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
         stop = lower if enough is None else max(lower, enough)
-        placement = improve_placement(sub, start, node_topology, False, seconds, True, stop,
+        placement = improve_placement(sub, start, node_topology, False,
+                                      deadline.share(NODE_SHARE), True, stop,
                                       seed=searches, descended=cached is not None)
         upper = layer_max_load(sub, placement, node_topology)
         result = (placement, upper, min(lower, upper))

@@ -11,7 +11,6 @@ backend's (SCIP's) only once CP-SAT has checked it on the same model (`verified_
 from __future__ import annotations
 
 import math
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -21,6 +20,7 @@ from eplbench.solvers.backends import CpSatBackend
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.model import PlacementModel, Scaling
 from eplbench.solvers.result import INFEASIBLE
+from eplbench.solvers.work import Deadline, afford_model
 
 # above this many z variables the model is narrowed around the incumbent's counts
 MAX_ASSIGNMENT_VARS = 20_000
@@ -30,7 +30,7 @@ FLOAT_SEARCH_SHARE = 0.5
 
 
 def solve_joint(weight: np.ndarray, topology: Topology, policy: Policy, backend_class,
-                incumbent: np.ndarray, lower: Fraction, deadline: float, workers: int,
+                incumbent: np.ndarray, lower: Fraction, deadline: Deadline, workers: int,
                 seed: int):
     """(phy2log [P], ub, lb or None when not proven by the model, deterministic time, params).
 
@@ -47,7 +47,7 @@ def solve_joint(weight: np.ndarray, topology: Topology, policy: Policy, backend_
 
 def solve_model(weight: np.ndarray, topology: Topology, policy: Policy, backend_class,
                 domains: list[list[int]], incumbent: np.ndarray, lower: Fraction,
-                deadline: float, workers: int, seed: int):
+                deadline: Deadline, workers: int, seed: int):
     """(phy2log [P], ub, lb over placements whose counts lie in `domains` or None, the
     backend's deterministic time, params): the joint model restricted to `domains`, hinted
     with `incumbent` (whose counts lie in them); its placement is re-scored by the checker.
@@ -58,12 +58,15 @@ def solve_model(weight: np.ndarray, topology: Topology, policy: Policy, backend_
     scaling = Scaling.for_domains(weight, domains, upper, backend_class.max_model_load)
     params = {"scale": scaling.scale, "divisor": scaling.divisor}
     low_units = lower_units(weight, topology, scaling, lower)
+    if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
+        params["model"] = "not built: larger than the work left"
+        return incumbent, upper, None, None, params
     backend = backend_class()
     model = PlacementModel(backend, weight, topology, policy, domains, scaling, low_units,
                            incumbent_units(weight, incumbent, topology, scaling))
     model.add_hint(incumbent)
     share = 1.0 if backend_class.exact_bound else FLOAT_SEARCH_SHARE
-    result = backend.solve(max(0.01, share * (deadline - time.perf_counter())), workers, seed)
+    result = backend.solve(deadline.share(share), workers, seed)
     phy2log, upper = _better(weight, topology, policy, model, result.values, incumbent, upper)
     bound_units = result.bound
     if bound_units is not None and not backend_class.exact_bound and bound_units > low_units:
@@ -77,7 +80,7 @@ def solve_model(weight: np.ndarray, topology: Topology, policy: Policy, backend_
 
 
 def verified_bound(weight, topology: Topology, policy: Policy, domains, scaling: Scaling,
-                   low_units: int, claimed: int, deadline: float, workers: int, seed: int,
+                   low_units: int, claimed: int, deadline: Deadline, workers: int, seed: int,
                    name: str):
     """(a proven bound in model units or None, (model, values) of a solution found or None,
     a one-line account): a floating-point backend's claim "no model solution below
@@ -86,11 +89,14 @@ def verified_bound(weight, topology: Topology, policy: Policy, domains, scaling:
     min(claimed, CP-SAT's proven bound there): a solution below `claimed` lies in that
     model, so this holds whether or not the claim was true. No answer in the time left:
     None (the claim is kept as a hint only)."""
+    left = deadline.left()
+    if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
+        return None, None, (f"{name}'s bound of {claimed} units is a hint only: no work "
+                            f"left to check it")
     checker = CpSatBackend()
     model = PlacementModel(checker, weight, topology, policy, domains, scaling, low_units,
                            claimed - 1)
-    left = deadline - time.perf_counter()
-    result = checker.solve(max(0.01, left), workers, seed)
+    result = checker.solve(deadline, workers, seed)
     found = (model, result.values) if result.values else None
     if result.status == INFEASIBLE:
         return claimed, None, f"cpsat proved {name}'s bound of {claimed} units"

@@ -15,6 +15,7 @@ from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import solve_joint
 from eplbench.solvers.local_search import improve_placement
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
+from eplbench.solvers.work import Deadline
 
 
 # share of the time limit the enumeration gets before the joint model takes over: against
@@ -39,14 +40,14 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     large. incumbent: optional [P] warm start, valid for `policy`.
     """
     start = time.perf_counter()
-    deadline = start + time_limit
+    deadline = Deadline.budget(time_limit)
     weight = np.asarray(weight, dtype=np.int64)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
     node_bound = hierarchy_bound(weight, topology) if policy is Policy.HIERARCHICAL else 0
     lower, source = max((lower, source), (node_bound, "node_mean"), key=lambda item: item[0])
     by_nodes = method == "enum" and node_bound > 0
     if incumbent is None:
-        incumbent = best_start(weight, topology, policy, time_limit, lower, by_nodes)
+        incumbent = best_start(weight, topology, policy, deadline, lower, by_nodes)
     phy2log = incumbent
     upper = layer_max_load(weight, phy2log, topology, policy)
     lower = min(lower, upper)
@@ -58,11 +59,11 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
         if method == "enum":
             try:
                 search = solve_hierarchical if policy is Policy.HIERARCHICAL else solve_global
-                found = search(weight, topology, phy2log, start + ENUM_SHARE * time_limit)
+                found = search(weight, topology, phy2log, deadline.share(ENUM_SHARE))
             except EnumerationTooLarge as reason:
                 params["fallback"] = f"joint model ({reason})"
                 solver_name = f"enum>{backend_class.name}"
-        if found is None or found[2] < found[1]:
+        if (found is None or found[2] < found[1]) and not deadline.passed():
             # not (yet) proven: the joint model searches on from the best placement so far
             start_phy2log, bound = (found[0], found[2]) if found else (phy2log, lower)
             found_phy2log, found_upper, proven, deterministic, extra = solve_joint(
@@ -71,16 +72,20 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
             params.update(extra)
             found = (found_phy2log, found_upper,
                      proven if proven is not None and proven > bound else bound)
-        phy2log, upper, proven = found
-        upper = layer_max_load(weight, phy2log, topology, policy)  # the checker has the last word
-        if proven is not None and proven > lower:
-            lower, source = min(proven, upper), solver_name
+        if found is not None:
+            phy2log, _, proven = found
+            upper = layer_max_load(weight, phy2log, topology, policy)  # the checker's word
+            if proven is not None and proven > lower:
+                lower, source = min(proven, upper), solver_name
     status = OPTIMAL if lower == upper else FEASIBLE
+    params["work"] = round(deadline.meter.seconds, 6)
+    if deadline.meter.wall_stopped:
+        params["stopped"] = "wall clock"
     return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
                        solver_name, params, backend_class.version, source)
 
 
-def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limit: float,
+def best_start(weight: np.ndarray, topology: Topology, policy: Policy, deadline: Deadline,
                lower, by_nodes: bool = False) -> np.ndarray:
     """[P] the best DeepSeek placement after local search; under the global policy
     DeepSeek's hierarchical placement (other counts, also valid) is tried too, unless the
@@ -88,19 +93,20 @@ def best_start(weight: np.ndarray, topology: Topology, policy: Policy, time_limi
 
     Where the completion search takes the problem, or the enumeration takes it node by
     node (`by_nodes`), local search stops at a local optimum within LOCAL_SEARCH_SHARE of
-    `time_limit`; beyond them, local search is the main search and goes on with kicks for
-    LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a lower bound,
-    tokens)."""
+    the work left before `deadline`; beyond them, local search is the main search and goes
+    on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a
+    lower bound, tokens)."""
     large = topology.num_gpus > MAX_GPUS and topology.slots_per_gpu > 2 and not by_nodes
-    seconds = (LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE) * time_limit
+    portion = deadline.share(LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE)
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
         policies.append(Policy.HIERARCHICAL)
     within_nodes = policy is Policy.HIERARCHICAL
     best, best_load = None, None
-    for start_policy in policies:
+    for index, start_policy in enumerate(policies):
         start = improve_placement(weight, deepseek_placement(weight, topology, start_policy),
-                                  topology, within_nodes, seconds / len(policies), large, lower)
+                                  topology, within_nodes,
+                                  portion.share(1 / (len(policies) - index)), large, lower)
         load = layer_max_load(weight, start, topology)
         if best is None or load < best_load:
             best, best_load = start, load

@@ -19,16 +19,15 @@ random count moves restart it (iterated local search).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numba import njit
 
 from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
 from eplbench.solvers.incumbent import layer_max_load
-from eplbench.solvers.numba_clock import clock
+from eplbench.solvers.numba_clock import spend
 from eplbench.solvers.repack import repack
+from eplbench.solvers.work import Deadline, charge_placement_scoring
 
 # the most slots per GPU for which a pair re-split finds the best of all C(2S-1, S-1)
 # splits (meet in the middle: 2^S subset sums a side, 19 us a pair for S = 9 against
@@ -36,29 +35,32 @@ from eplbench.solvers.repack import repack
 MAX_SPLIT_SLOTS = 14
 # donors, and takers per donor, that one round of count moves tries
 MOVE_CHOICES = 8
+# work charged per pair split tried (`split_ticks`): measured against the completion
+# search's nodes (see `work`)
+SPLIT_BASE_TICKS = 10
+SPLIT_SUBSET_TICKS = 1
 
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                      within_nodes: bool, time_limit: float = 1.0, kicks: bool = False,
+                      within_nodes: bool, deadline: Deadline, kicks: bool = False,
                       enough=None, seed: int = 0, descended: bool = False) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]) after re-splits and count moves;
     weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
-    hierarchical placement stays hierarchical); time_limit: seconds in all.
+    hierarchical placement stays hierarchical); the search stops at `deadline` (work).
 
     kicks: re-packs in every descent (`repack`), and at a local optimum, go on until the
     time limit from random count moves of the best placement (iterated local search,
     seeded by `seed`: the same calls give the same kicks), or until the load is at most
     `enough` (tokens, e.g. a lower bound). descended: phy2log is already the end of a
     descent (say, of an earlier call), so the kicks start at once."""
-    deadline = time.perf_counter() + time_limit
     best = phy2log if descended else _descend(weight, phy2log, topology, within_nodes,
                                               deadline, enough, kicks)
-    best_load = layer_max_load(weight, best, topology)
+    best_load = _score(weight, best, topology, deadline)
     random = np.random.default_rng(seed)
-    while kicks and time.perf_counter() < deadline and _above(best_load, enough):
+    while kicks and not deadline.passed() and _above(best_load, enough):
         kicked = _random_count_move(best, topology, within_nodes, random)
         kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, kicks)
-        load = layer_max_load(weight, kicked, topology)
+        load = _score(weight, kicked, topology, deadline)
         if load < best_load:
             best, best_load = kicked, load
     return best
@@ -69,14 +71,13 @@ def _descend(weight, phy2log, topology, within_nodes, deadline, enough,
     """Re-splits; with `repacks`, re-packs of a few GPUs (`repack`); then the first
     improving count move (re-split) while there is one; all of it again while count moves
     lower the load, the load is above `enough` (None: no such stop) and time is left."""
-    best = improve_by_resplits(weight, phy2log, topology, within_nodes,
-                               max(0.0, deadline - time.perf_counter()))
-    best_load = layer_max_load(weight, best, topology)
+    best = improve_by_resplits(weight, phy2log, topology, within_nodes, deadline)
+    best_load = _score(weight, best, topology, deadline)
     improved = _above(best_load, enough)
-    while improved and time.perf_counter() < deadline:
+    while improved and not deadline.passed():
         if repacks:
             best = repack(weight, best, topology, within_nodes, deadline, enough)
-            best_load = layer_max_load(weight, best, topology)
+            best_load = _score(weight, best, topology, deadline)
         moved, load = _count_move_descent(weight, best, best_load, topology, within_nodes,
                                           deadline, enough)
         improved = repacks and load < best_load and _above(load, enough)
@@ -88,19 +89,25 @@ def _count_move_descent(weight, best, best_load, topology, within_nodes, deadlin
     """(placement, load) after the first improving count move (re-split), while there is
     one, the load is above `enough` and time is left."""
     improved = _above(best_load, enough)
-    while improved and time.perf_counter() < deadline:
+    while improved and not deadline.passed():
         improved = False
         for candidate in _count_moves(weight, best, topology, within_nodes):
             candidate = improve_by_resplits(weight, candidate, topology, within_nodes,
-                                            max(0.0, deadline - time.perf_counter()))
-            load = layer_max_load(weight, candidate, topology)
+                                            deadline)
+            load = _score(weight, candidate, topology, deadline)
             if load < best_load:
                 best, best_load = candidate, load
                 improved = _above(best_load, enough)
                 break
-            if time.perf_counter() >= deadline:
+            if deadline.passed():
                 break
     return best, best_load
+
+
+def _score(weight, phy2log, topology: Topology, deadline: Deadline):
+    """The checker's max load of phy2log (tokens), charged to the deadline's meter."""
+    charge_placement_scoring(deadline.meter, len(phy2log))
+    return layer_max_load(weight, phy2log, topology)
 
 
 def _above(load, enough) -> bool:
@@ -156,11 +163,13 @@ def _takers_for(phy2log, slot: int, topology: Topology, within_nodes: bool):
 
 
 def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                        within_nodes: bool, time_limit: float = 1.0) -> np.ndarray:
+                        within_nodes: bool, deadline: Deadline) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens.
 
     within_nodes: pair GPUs only inside a node (keeps a hierarchical placement hierarchical).
-    time_limit: seconds; the search stops at a local optimum or then."""
+    The search stops at a local optimum or at `deadline` (each pair split tried is
+    charged SPLIT_TICKS by its size)."""
+    charge_placement_scoring(deadline.meter, len(phy2log))
     counts = np.bincount(phy2log, minlength=len(weight))
     slot_load, _ = scaled_slot_loads(weight[None, :], phy2log[None, :], counts[None, :])
     if slot_load.dtype == object:
@@ -170,12 +179,20 @@ def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topol
     item = slot_load[0].reshape(gpus, slots).copy()
     per_node = topology.gpus_per_node if within_nodes else gpus
     full = slots <= MAX_SPLIT_SLOTS
-    _resplit_loop(item, experts, per_node, full, time.perf_counter() + time_limit)
+    meter = deadline.meter
+    _resplit_loop(item, experts, per_node, full, split_ticks(slots, full), meter.work,
+                  deadline.stop, meter.wall)
     return experts.reshape(-1)
 
 
+def split_ticks(slots: int, full: bool) -> int:
+    """Work charged for one pair split: meet in the middle over 2^S subset sums (full),
+    or S x S single swaps."""
+    return SPLIT_BASE_TICKS + (SPLIT_SUBSET_TICKS * (1 << slots) if full else slots * slots)
+
+
 @njit(cache=True)
-def _resplit_loop(item, experts, per_node, full, deadline):
+def _resplit_loop(item, experts, per_node, full, cost, work, stop, wall):
     """Re-split pairs in place: (most loaded GPU, best partner) while that lowers the
     maximum; when it no longer does, every pair of GPUs whose larger load a re-split
     lowers (this evens out the GPUs below the maximum and opens new moves for it).
@@ -186,34 +203,37 @@ def _resplit_loop(item, experts, per_node, full, deadline):
     pool = np.empty(2 * slots, dtype=np.int64)
     mask = np.empty(2 * slots, dtype=np.bool_)
     best_mask = np.empty(2 * slots, dtype=np.bool_)
-    while clock() < deadline:
+    while not spend(work, 0, stop, wall):
         top = np.argmax(load)
         best_high, partner = load[top], -1
         first = top // per_node * per_node
         for other in range(first, first + per_node):
             if other != top:
+                spend(work, cost, stop, wall)
                 high = _best_split(item, top, other, pool, full, mask)
                 if high < best_high:
                     best_high, partner = high, other
                     best_mask[:] = mask
         if partner >= 0:
             _apply_split(item, experts, load, top, partner, best_mask)
-        elif not _even_out_pairs(item, experts, load, per_node, full, pool, mask, deadline):
+        elif not _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work,
+                                 stop, wall):
             return
 
 
 @njit(cache=True)
-def _even_out_pairs(item, experts, load, per_node, full, pool, mask, deadline):
+def _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work, stop, wall):
     """Re-split every pair of GPUs (same block of per_node) whose larger load that lowers;
     True if any did."""
     gpus = item.shape[0]
     changed = False
     for a in range(gpus):
         for b in range(a + 1, (a // per_node + 1) * per_node):
+            spend(work, cost, stop, wall)
             if _best_split(item, a, b, pool, full, mask) < max(load[a], load[b]):
                 _apply_split(item, experts, load, a, b, mask)
                 changed = True
-        if clock() >= deadline:
+        if spend(work, 0, stop, wall):
             break
     return changed
 
@@ -316,4 +336,4 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the search with a trivial call, so that the
     one-off cost per process is not counted in the first layer's solve time."""
     improve_by_resplits(np.array([2, 1], dtype=np.int64), np.array([0, 1], dtype=np.int64),
-                        Topology(2, 1, 1, 2), False)
+                        Topology(2, 1, 1, 2), False, Deadline.budget(60))

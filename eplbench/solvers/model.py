@@ -67,6 +67,11 @@ class Scaling:
 class PlacementModel:
     """One constraint family per method, in the order of the formulation above."""
 
+    @staticmethod
+    def size(domains: list[list[int]], num_gpus: int) -> int:
+        """The y and z variables of a model over `domains` (what building it costs)."""
+        return sum(map(len, domains)) * (num_gpus + 1)
+
     def __init__(self, backend, weight: np.ndarray, topology: Topology, policy: Policy,
                  domains: list[list[int]], scaling: Scaling, lower_units: int, upper_units: int):
         self.backend = backend

@@ -18,7 +18,6 @@ integers: tokens x the lcm of every count that can occur among these GPUs.
 from __future__ import annotations
 
 import math
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -27,6 +26,7 @@ from eplbench.exact import scaled_slot_loads
 from eplbench.problem import Topology
 from eplbench.solvers import completion_kernel as kernel
 from eplbench.solvers.completion import count_scale
+from eplbench.solvers.work import Deadline, charge_placement_scoring, charge_tables
 
 # GPUs re-packed in one move: the first size while it finds moves, then the next, up to
 # MAX_REPACK_SLOTS slots in all (on DeepSeek-V3 nodes, S = 9, local search alone for 5 s:
@@ -44,17 +44,18 @@ PARTNER_TRIES = 12
 
 
 def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_nodes: bool,
-           deadline: float, enough: Fraction | None = None) -> np.ndarray:
+           deadline: Deadline, enough: Fraction | None = None) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens.
 
     Moves until none of PARTNER_TRIES partner sets lowers the most loaded GPU, the load
-    is at most `enough` (tokens), or time.perf_counter() passes `deadline`."""
+    is at most `enough` (tokens), or `deadline` passes."""
     best = np.asarray(phy2log, dtype=np.int64).copy()
     random = np.random.default_rng(0)
     sizes = [k for k in REPACK_SIZES if k * topology.slots_per_gpu <= MAX_REPACK_SLOTS]
     sizes = sizes or [REPACK_SIZES[0]]
     size = 0
-    while time.perf_counter() < deadline and size < len(sizes):
+    while not deadline.passed() and size < len(sizes):
+        charge_placement_scoring(deadline.meter, len(best))
         loads = _gpu_loads(weight, best, topology)
         top = int(np.argmax(loads))
         if enough is not None and loads[top] <= enough:
@@ -63,8 +64,8 @@ def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_n
         for partners in _partner_sets(loads, top, topology, within_nodes,
                                       sizes[size] - 1, random):
             moved = _repack_gpus(weight, best, topology, [top, *partners], loads[top],
-                                 min(deadline, time.perf_counter() + MOVE_SECONDS))
-            if moved is not None or time.perf_counter() >= deadline:
+                                 deadline.within(MOVE_SECONDS))
+            if moved is not None or deadline.passed():
                 break
         if moved is None:
             size += 1
@@ -100,7 +101,7 @@ def _partner_sets(loads, top: int, topology: Topology, within_nodes: bool, size:
 
 
 def _repack_gpus(weight, phy2log, topology: Topology, gpus: list[int], ceiling: Fraction,
-                 deadline: float):
+                 deadline: Deadline):
     """[P] phy2log with `gpus` re-packed so that each is below `ceiling` (tokens), as low
     as the search settles by `deadline`; None if it finds no such packing."""
     slots = topology.slots_per_gpu
@@ -109,14 +110,14 @@ def _repack_gpus(weight, phy2log, topology: Topology, gpus: list[int], ceiling: 
         return None
     experts, load, min_count, max_count, scale = items
     tables = kernel.prepare(load, len(gpus), slots, min_count, max_count)
+    charge_tables(deadline.meter, kernel.table_entries(tables))
     failed = kernel.new_failed_map()
     high = math.ceil(ceiling * scale) - 1
     low = -(-int(load.sum()) // len(gpus))
     placed = None
-    while low <= high and time.perf_counter() < deadline:
+    while low <= high and not deadline.passed():
         cap = high if placed is None else (low + high) // 2
-        status, found, _ = kernel.search(tables, cap, failed,
-                                         min(deadline, time.perf_counter() + CAP_SECONDS))
+        status, found, _ = kernel.search(tables, cap, failed, deadline.within(CAP_SECONDS))
         if status == kernel.FOUND:
             placed = found.copy()
             replica = load // np.maximum(placed.sum(axis=1), 1)

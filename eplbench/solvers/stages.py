@@ -9,7 +9,6 @@ policy's optimum) and hierarchy (hierarchical optimum - global optimum).
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +18,7 @@ from eplbench.solvers.backends import CpSatBackend
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.joint import solve_model
+from eplbench.solvers.work import Deadline
 
 
 def packing_bounds(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
@@ -35,5 +35,5 @@ def packing_bounds(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
         return upper, lower
     fixed = [[int(c)] for c in counts]
     upper, bound = solve_model(weight, topology, policy, CpSatBackend, fixed, phy2log, lower,
-                               time.perf_counter() + time_limit, 1, 0)[1:3]
+                               Deadline.budget(time_limit), 1, 0)[1:3]
     return upper, lower if bound is None else max(lower, bound)
