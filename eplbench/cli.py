@@ -747,28 +747,29 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again,
               type=click.Choice(["global", "hierarchical"]),
               help="Policy to solve under (instances whose topology lacks it are skipped).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds per layer.")
+              help="Seconds of work per layer (the same answers on an idle or a busy "
+                   "machine).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Solver threads per layer (1 keeps runs reproducible).")
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
               help="Instances solved at once, in a local process pool (more jobs than cores "
-                   "slows each solve down).")
+                   "slow each solve's wall time, not its answer).")
 @click.option("--layers", "layers_csv", type=click.Path(dir_okay=False), default=None,
               help="Also write one row per layer (set, instance, layer, status, ub, lb, gap, "
-                   "seconds) to this CSV file.")
+                   "work and wall seconds) to this CSV file.")
 def solve_bench(sets, solver, policy, time_limit, workers, jobs, layers_csv):
-    """Per set: share of layers certified optimal, median and max time to certify, median
-    and max final gap (ub - lb) / ub."""
+    """Per set: share of layers certified optimal, median and max work (seconds of the
+    budget) to certify, median and max final gap (ub - lb) / ub, median wall seconds."""
     from functools import partial
 
     from eplbench.executors import run_units
     from eplbench.instances import load_instances
     from eplbench.reference import policies_for
 
-    table = Table(title=f"{solver}, {policy} policy, {time_limit:g} s per layer, "
+    table = Table(title=f"{solver}, {policy} policy, {time_limit:g} s of work per layer, "
                         f"{workers} worker(s), {jobs} job(s)")
-    for column in ["set", "layers", "certified", "median s to certify", "max s to certify",
-                   "median gap", "max gap"]:
+    for column in ["set", "layers", "certified", "median work to certify",
+                   "max work to certify", "median gap", "max gap", "median wall s"]:
         table.add_column(column, justify="right")
     solve_one = partial(_solve_instance, policy=policy, solver=solver, time_limit=time_limit,
                         workers=workers)
@@ -782,14 +783,16 @@ def solve_bench(sets, solver, policy, time_limit, workers, jobs, layers_csv):
                 rows += [_layer_row(name, instance.id, layer, result)
                          for layer, result in enumerate(unit_results)]
                 progress.advance(instance.id)
-        certified = [r.wall_time for r in results if r.status == "OPTIMAL"]
+        certified = [r.params["work"] for r in results if r.status == "OPTIMAL"]
         gaps = [r.gap for r in results]
+        walls = [r.wall_time for r in results]
         table.add_row(name, str(len(results)),
                       f"{len(certified) / max(1, len(results)):.0%}",
                       _fmt(np.median(certified) if certified else np.nan, "{:.3f}"),
                       _fmt(max(certified) if certified else np.nan, "{:.3f}"),
                       _fmt(np.median(gaps) if gaps else np.nan, "{:.2e}"),
-                      _fmt(max(gaps) if gaps else np.nan, "{:.2e}"))
+                      _fmt(max(gaps) if gaps else np.nan, "{:.2e}"),
+                      _fmt(np.median(walls) if walls else np.nan, "{:.3f}"))
     stdout.print(table)
     if layers_csv:
         import pandas as pd
@@ -806,7 +809,7 @@ def _layer_row(set_name, instance_id, layer, result) -> dict:
     """One solve-bench CSV row: exact ub and lb as "num/den" strings, gap as a float."""
     return {"set": set_name, "instance": instance_id, "layer": layer, "status": result.status,
             "ub": str(result.ub), "lb": str(result.lb), "gap": float(result.gap),
-            "seconds": round(result.wall_time, 4)}
+            "work": result.params["work"], "seconds": round(result.wall_time, 4)}
 
 
 def _solve_instance(instance, policy, solver, time_limit, workers):

@@ -51,9 +51,11 @@ def _routed(num_layers: int, num_experts: int, topology: Topology, groups: int,
 
 SETS: dict[str, list[Recipe]] = {
     "tiny": _mix(2, [(4, Topology(6, 2, 1, 2)), (6, Topology(8, 2, 2, 4)),
-                     (8, Topology(8, 4, 2, 4)), (4, Topology(9, 2, 1, 3))]),
+                     (8, Topology(8, 4, 2, 4)), (4, Topology(9, 2, 1, 3)),
+                     (4, Topology(15, 2, 1, 5))]),
     "small": _mix(4, [(8, Topology(12, 2, 1, 2)), (12, Topology(16, 4, 2, 4)),
-                      (16, Topology(20, 4, 2, 4)), (16, Topology(24, 8, 4, 4))]),
+                      (16, Topology(20, 4, 2, 4)), (16, Topology(24, 8, 4, 4)),
+                      (10, Topology(18, 2, 1, 6)), (16, Topology(24, 4, 2, 8))]),
     "medium": _mix(4, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8)),
                        (64, Topology(72, 8, 2, 8)), (64, Topology(80, 8, 8, 8))]),
     "medium-cut": _mix(2, [(32, Topology(40, 4, 2, 8)), (48, Topology(64, 8, 4, 8))]),

@@ -43,8 +43,8 @@ FIGURES = [
      "its policy's optimum) and to packing (its load - that best packing). Drawn when the run "
      "computed the packing stage (eplbench run --attribution SECONDS)."),
     ("certification_cactus", "Solver certification",
-     "Layers of each set certified optimal within a given solver time, from the reference "
-     "values the gaps use."),
+     "Layers of each set certified optimal within a given solver time (seconds of work), "
+     "from the reference values the gaps use."),
 ]
 
 COLUMNS = ("Valid: instances on which every layer's placement is valid for the set's declared "

@@ -18,9 +18,10 @@ from eplbench.solvers.result import SolveResult
 
 # name -> (method, backend of the joint model, description)
 SOLVERS = {
-    "enum": ("enum", CpSatBackend, "branch and bound over replica counts (and group-to-node "
-                                   "assignments), each packed exactly by CP-SAT; joint "
-                                   "CP-SAT model where the enumeration is too large"),
+    "enum": ("enum", CpSatBackend, "exact completion search over replica counts and "
+                                   "packings (up to 8 GPUs; every group-to-node assignment "
+                                   "under the hierarchy), then the joint CP-SAT model in "
+                                   "the work left or where the search is too large"),
     "cpsat": ("joint", CpSatBackend, "CP-SAT on the joint replication + packing model"),
     "mip": ("joint", ScipBackend, "SCIP (pywraplp) on the same joint model; its bound, "
                                   "floating point, is used once CP-SAT has checked it"),

@@ -140,10 +140,14 @@ class ScipBackend:
 
     def solve(self, deadline: Deadline, workers: int, seed: int) -> BackendResult:
         """Search until the deadline's work is spent: SCIP's branch-and-bound nodes (at
-        SCIP_NODES_PER_SECOND; SCIP has no deterministic time, and a node's cost varies
-        more than CP-SAT's), with the meter's wall-clock net as its time limit."""
-        nodes = max(1, int(max(MIN_BACKEND_SECONDS, deadline.left()) * SCIP_NODES_PER_SECOND))
-        self.solver.SetTimeLimit(max(1, int(deadline.meter.wall_left() * 1000)))
+        SCIP_NODES_PER_SECOND; SCIP has no deterministic time). A node's cost varies far
+        more than CP-SAT's (one root node took 80 s on a 15-slot tiny layer), so SCIP also
+        stops once its wall time reaches the work left; that stop is not reproducible and
+        is flagged as the wall-clock net's (`work.Meter.wall_stopped`)."""
+        seconds = max(MIN_BACKEND_SECONDS, deadline.left())
+        nodes = max(1, int(seconds * SCIP_NODES_PER_SECOND))
+        wall_limit = min(seconds, deadline.meter.wall_left())
+        self.solver.SetTimeLimit(max(1, int(wall_limit * 1000)))
         self.solver.SetNumThreads(workers)
         self.solver.SetSolverSpecificParametersAsString(
             f"randomization/randomseedshift = {seed}\nnumerics/feastol = {SCIP_FEASTOL}\n"
@@ -163,6 +167,8 @@ class ScipBackend:
             bound = math.ceil(raw - SCIP_FEASTOL * max(1.0, abs(raw)))
         objective = round(self.solver.Objective().Value()) if found else None
         deadline.meter.charge(ticks(max(1, self.solver.nodes()) / SCIP_NODES_PER_SECOND))
+        if self.solver.wall_time() >= 1000 * wall_limit:
+            deadline.meter.work[1] = 1
         deadline.meter.check_wall()
         return BackendResult(status, objective, bound, values, None)
 

@@ -35,9 +35,14 @@ from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.pairs import solve_pairs
 from eplbench.solvers.work import Deadline, charge_tables
 
-# the most GPUs the search takes on: beyond, on medium-cut (8 GPUs), the joint model alone
-# did better in the same time (median gap 7.3e-4 against 9.3e-4 at 60 s)
-MAX_GPUS = 4
+# the problems the search takes on: up to FEW_GPUS GPUs, and up to MAX_GPUS with at most
+# WIDE_SLOTS slots per GPU. 5-8 GPUs of 3 slots (held-out layers, E = 4..16, P = 15..24):
+# all 30 certified at 10 s of work, median 0.1 s; on medium-cut (8 GPUs of 5 and 8 slots)
+# the joint model did better in the same work (2/20 certified, median gap 1.9e-5,
+# against none and 4.2e-5 at 10 s); 8 GPUs of 4 slots: about even (`docs/solvers.md`)
+FEW_GPUS = 4
+MAX_GPUS = 8
+WIDE_SLOTS = 3
 
 
 class EnumerationTooLarge(Exception):
@@ -51,6 +56,14 @@ class SearchTimeout(Exception):
 def count_scale(num_experts: int, num_slots: int) -> int:
     """lcm(1..P-E+1): every replica load is an integer multiple of 1 / scale tokens."""
     return math.lcm(*range(1, num_slots - num_experts + 2))
+
+
+def too_large(topology: Topology) -> str:
+    """Why the completion search does not take `topology`'s problems on ('' if it does)."""
+    gpus, slots = topology.num_gpus, topology.slots_per_gpu
+    if gpus > MAX_GPUS or (gpus > FEW_GPUS and slots > WIDE_SLOTS):
+        return f"{gpus} GPUs of {slots} slots for the completion search"
+    return ""
 
 
 class Completion:
@@ -99,16 +112,17 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: De
     placement one unit below the best so far (or below `cutoff`), until a round proves there
     is none (then lb = ub) or the deadline passes (then lb is the count-free bound). With
     `cutoff`, values at or above it need no proof: the search may stop with lb >= cutoff.
-    Raises EnumerationTooLarge beyond MAX_GPUS GPUs (unless S <= 2 and the closed form
-    applies).
+    Raises EnumerationTooLarge where the search does not take the problem on (`too_large`;
+    unless S <= 2 and the closed form applies).
     """
     if topology.slots_per_gpu <= 2:
         try:
             return _solve_in_closed_form(weight, topology, incumbent)
         except ValueError:
             pass  # too many count vectors: search
-    if topology.num_gpus > MAX_GPUS:
-        raise EnumerationTooLarge(f"{topology.num_gpus} GPUs for the completion search")
+    reason = too_large(topology)
+    if reason:
+        raise EnumerationTooLarge(reason)
     lower, _ = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
     search = Completion(weight, topology, deadline)
     best = np.asarray(incumbent, dtype=np.int64)

@@ -8,7 +8,7 @@ import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound, node_mean_bound
-from eplbench.solvers.completion import MAX_GPUS, solve_global
+from eplbench.solvers.completion import solve_global, too_large
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
                                           solve_hierarchical)
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
@@ -96,7 +96,7 @@ def best_start(weight: np.ndarray, topology: Topology, policy: Policy, deadline:
     the work left before `deadline`; beyond them, local search is the main search and goes
     on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a
     lower bound, tokens)."""
-    large = topology.num_gpus > MAX_GPUS and topology.slots_per_gpu > 2 and not by_nodes
+    large = bool(too_large(topology)) and topology.slots_per_gpu > 2 and not by_nodes
     portion = deadline.share(LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE)
     policies = [policy]
     if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
