@@ -489,9 +489,9 @@ def certification_cactus(references: dict[str, list]):
     curves = {}
     for name, entries in references.items():
         for policy in ("global", "hierarchical"):
-            times = sorted(float(_solver_seconds(entry)) for entry in entries
-                           if entry.policy == policy and entry.status == "OPTIMAL"
-                           and _solver_seconds(entry) is not None)
+            seconds = (_solver_seconds(entry) for entry in entries
+                       if entry.policy == policy and entry.status == "OPTIMAL")
+            times = sorted(float(value) for value in seconds if value is not None)
             total = sum(entry.policy == policy for entry in entries)
             if total:
                 curves[f"{name} {policy} ({len(times)}/{total})"] = times

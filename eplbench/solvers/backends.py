@@ -168,7 +168,7 @@ class ScipBackend:
         objective = round(self.solver.Objective().Value()) if found else None
         deadline.meter.charge(ticks(max(1, self.solver.nodes()) / SCIP_NODES_PER_SECOND))
         if self.solver.wall_time() >= 1000 * wall_limit:
-            deadline.meter.work[1] = 1
+            deadline.meter.stop_by_wall()
         deadline.meter.check_wall()
         return BackendResult(status, objective, bound, values, None)
 

@@ -14,8 +14,8 @@ load w * scale / c is exact. Pruning:
 - a state (experts placed, GPU states) proven infeasible at some cap is remembered and
   reused for every cap at or below it.
 
-The search itself is compiled (`completion_kernel`, numba; about 10 million nodes a
-second here, against about half a million in the pure-Python version it replaced).
+The search itself is compiled (`completion_kernel`, numba; 0.2-0.5 us a node here,
+each charged NODE_TICKS of the solve's work budget, `work`).
 
 `solve_global` descends from the incumbent one unit at a time; every answer is exact: ub
 is a real placement's load, and lb = ub only once a round proved nothing lies below it.

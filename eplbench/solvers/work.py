@@ -1,9 +1,9 @@
 """Work budgets: a solve's time limit counted in work done, not read off the clock.
 
 A layer's `time_limit` of t seconds is a budget of t x TICKS_PER_SECOND ticks of work; a
-tick is about 0.1 us of search on the development machine (one node of the completion
-search; re-splits, re-packs, Python bookkeeping and CP-SAT's deterministic time are
-charged at rates measured against it, `docs/solvers.md`). Every stop of the search is a
+tick is about 0.1 us on the development machine, and each part of the search (completion
+nodes, re-splits, re-packs, scoring, tables, joint models, CP-SAT's deterministic time,
+SCIP's nodes) is charged at a rate measured there (`docs/solvers.md`). Every stop of the search is a
 tick count, so the same call gives the same answer, bit for bit, on an idle or a busy
 machine, fast or slow. The wall clock is only a safety net: past WALL_FACTOR x t +
 WALL_SLACK seconds a solve stops anyway, and says so (`Meter.wall_stopped`), since its
@@ -73,10 +73,14 @@ class Meter:
         """Seconds before the wall-clock net (at least a millisecond: a backend's limit)."""
         return max(0.001, self.wall - time.perf_counter())
 
+    def stop_by_wall(self) -> None:
+        """Record that the wall clock stopped the solve (its answer may not repeat)."""
+        self.work[1] = 1
+
     def check_wall(self) -> bool:
         """True (and recorded) once the wall-clock net has passed."""
         if not self.work[1] and time.perf_counter() >= self.wall:
-            self.work[1] = 1
+            self.stop_by_wall()
         return self.wall_stopped
 
 
