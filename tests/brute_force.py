@@ -16,6 +16,9 @@ Two oracles, one the check of the other:
   stops at the first whose largest replica is at least the best value found (no later
   one can do better) or once the best meets sum / G; GPU fillings at or above the best
   are skipped: every cut is sound, so the minimum is exact.
+
+`packing_optimum` (counts given) is organised the same way; `packing_optimum_by_packings`
+is its slow check.
 """
 
 from fractions import Fraction
@@ -74,14 +77,16 @@ def optimum_by_packings(weight, num_replicas, num_groups, num_nodes, num_gpus, p
     """Exact optimal max GPU load (Fraction) of one layer, or None if nothing is feasible:
     every count vector x every packing (slow)."""
     weight = [int(w) for w in weight]
-    values = [packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy)
+    values = [packing_optimum_by_packings(weight, counts, num_groups, num_nodes, num_gpus,
+                                          policy)
               for counts in count_vectors(len(weight), num_replicas)]
     values = [value for value in values if value is not None]
     return min(values) if values else None
 
 
-def packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy):
-    """Best max GPU load (Fraction) with these replica counts, or None if none is feasible."""
+def packing_optimum_by_packings(weight, counts, num_groups, num_nodes, num_gpus, policy):
+    """Best max GPU load (Fraction) with these replica counts, or None if none is feasible:
+    every packing (slow)."""
     weight = [int(w) for w in weight]
     best = None
     slots = sum(counts) // num_gpus
@@ -97,25 +102,51 @@ def packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy):
     return best
 
 
+def packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy):
+    """Best max GPU load (Fraction) with these replica counts, or None if none is feasible;
+    hierarchical: each node packs its groups' replicas alone."""
+    weight = [int(w) for w in weight]
+    slots = sum(counts) // num_gpus
+    if policy != "hierarchical":
+        return _best_packing(weight, counts, num_gpus, slots, None)
+
+    def node_optimum(experts, gpus):
+        if sum(counts[e] for e in experts) != gpus * slots:
+            return None
+        return _best_packing([weight[e] for e in experts], [counts[e] for e in experts],
+                             gpus, slots, None)
+
+    return _hierarchical_minimum(len(weight), num_groups, num_nodes, num_gpus, node_optimum)
+
+
 def optimum(weight, num_replicas, num_groups, num_nodes, num_gpus, policy):
     """Exact optimal max GPU load (Fraction) of one layer, or None if nothing is feasible."""
     weight = [int(w) for w in weight]
     if policy != "hierarchical":
         return global_optimum(weight, num_replicas, num_gpus)
-    num_experts = len(weight)
+
+    def node_optimum(experts, gpus):
+        return global_optimum([weight[e] for e in experts], num_replicas * gpus // num_gpus,
+                              gpus)
+
+    return _hierarchical_minimum(len(weight), num_groups, num_nodes, num_gpus, node_optimum)
+
+
+def _hierarchical_minimum(num_experts, num_groups, num_nodes, num_gpus, node_optimum):
+    """The least, over every labelled balanced assignment of groups to nodes, of the largest
+    node value; node_optimum(experts, gpus) gives a node's value (None: infeasible)."""
     if num_experts % num_groups or num_groups % num_nodes or num_gpus % num_nodes:
         return None
     group_size = num_experts // num_groups
-    per_node = num_groups // num_nodes
-    slots, gpus = num_replicas // num_nodes, num_gpus // num_nodes
     node_value = {}
     best = None
-    for assignment in _labelled_splits(list(range(num_groups)), num_nodes, per_node):
+    for assignment in _labelled_splits(list(range(num_groups)), num_nodes,
+                                       num_groups // num_nodes):
         values = []
         for groups in assignment:
             if groups not in node_value:
-                sub = [weight[g * group_size + i] for g in groups for i in range(group_size)]
-                node_value[groups] = global_optimum(sub, slots, gpus)
+                experts = [g * group_size + i for g in groups for i in range(group_size)]
+                node_value[groups] = node_optimum(experts, num_gpus // num_nodes)
             values.append(node_value[groups])
         if None in values:
             continue

@@ -24,7 +24,8 @@ from eplbench.problem import Policy
 from eplbench.solvers import list_solvers, solve
 from eplbench.solvers.work import Deadline
 
-from brute_force import optimum, optimum_by_packings
+from brute_force import (count_vectors, optimum, optimum_by_packings, packing_optimum,
+                         packing_optimum_by_packings)
 
 SOLVERS = sorted(list_solvers())
 POLICIES = ["global", "hierarchical"]
@@ -356,3 +357,21 @@ def test_brute_force_agrees_with_the_packing_oracle_at_any_magnitude():
             assert (optimum(weight, *topo.as_tuple(), policy)
                     == optimum_by_packings(weight, *topo.as_tuple(), policy)), (weight, topo)
             compared += 1
+
+
+def test_packing_oracle_with_counts_agrees_with_every_packing():
+    """The fast best packing of given replica counts against every packing of them, on
+    small random layers and every count vector, magnitudes up to int64's maximum."""
+    rng = np.random.default_rng(11)
+    compared = 0
+    while compared < 300:
+        weight, topo = random_layer(rng)
+        if topo.num_replicas > 8:
+            continue
+        shape = (topo.num_groups, topo.num_nodes, topo.num_gpus)
+        for counts in count_vectors(len(weight), topo.num_replicas):
+            for policy in _policies(weight, topo):
+                assert (packing_optimum(weight, counts, *shape, policy)
+                        == packing_optimum_by_packings(weight, counts, *shape, policy)), (
+                    weight, counts, topo, policy)
+                compared += 1
