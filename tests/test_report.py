@@ -50,7 +50,7 @@ def made(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     full, replayed = folder / "full.parquet", folder / "R.parquet"
     run = CliRunner().invoke(main, ["run", "-H", f"deepseek_fast,swap_search,zigzag,{BREAKER}",
-                                    "-i", "tiny,small", "--repeats", "1", "--attribution", "5",
+                                    "-i", "tiny,small", "--repeats", "1", "--attribution", "0.05",
                                     "--out", str(full)])
     assert run.exit_code == 1 and full.exists(), run.output  # 1: the breaker is invalid
     replay = CliRunner().invoke(main, ["replay", "--simulate", "2x8", "--topology", "12,4,2,4",
