@@ -1,9 +1,10 @@
 """Heuristics x instances -> one long results table (a row per heuristic, instance and layer).
 
 A work unit is one instance with every heuristic (the baseline included). Timing follows
-SPEC 7: each call runs single-threaded in a sandbox process, after an untimed warm-up on a
-different instance of the same shape; the heuristics' calls are interleaved round by round
-and the median of `repeats` is kept, so `runtime_ratio` compares calls made side by side.
+docs/spec.md section 7: each call runs single-threaded in a sandbox process, after an
+untimed warm-up on a different instance of the same shape; the heuristics' calls are
+interleaved round by round and the median of `repeats` is kept, so `runtime_ratio`
+compares calls made side by side.
 Units run in this process, a local process pool or a Dask cluster (`executors`).
 """
 

@@ -48,7 +48,6 @@ parent's clock, not the worker's, is the official one anyway).
 from __future__ import annotations
 
 import json
-import math
 import os
 import select
 import signal

@@ -10,7 +10,7 @@ import pytest
 
 import eplbench as eb
 from eplbench.solvers import solve
-from eplbench.solvers.work import WALL_FACTOR, WALL_SLACK, Deadline
+from eplbench.solvers.work import WALL_FACTOR, Deadline
 
 # layers the budget stops before they are certified: the completion search (small, 4
 # GPUs), local search and CP-SAT (medium-cut, 8 GPUs)

@@ -9,7 +9,6 @@ only where the placement is valid for the declared policy (`_valid_gaps`). Speed
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import matplotlib
 
