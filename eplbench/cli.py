@@ -231,14 +231,14 @@ def _combined(previous, new_rows):
 
 
 def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> None:
+    from eplbench.reports.terminal import fitted_table
+
     has_gaps = "gap_mean" in summary
-    table = Table(title=f"heuristics on {instance_set} ({policies} policy)")
     columns = ["heuristic", "valid", "balancedness mean", "min", "hierarchy"]
     columns += ["gap mean", "gap max", "ref certified"] if has_gaps else []
     columns += ["co-located", "runtime ms", f"x faster than {baseline}", "failures"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("heuristic", "failures") else "right")
     shown = short_names(summary.heuristic)
+    rows = []
     for row in summary.itertuples():
         cells = [shown[row.heuristic], f"{row.valid}/{row.instances}",
                  _fmt(row.balancedness_mean, "{:.4f}"), _fmt(row.balancedness_min, "{:.4f}"),
@@ -248,8 +248,16 @@ def _print_summary(summary, instance_set: str, baseline: str, policies: str) -> 
                       _fmt(row.certified, "{:.0%}")]
         cells += [_fmt(row.colocated, "{:.1%}"), _fmt(row.runtime_ms, "{:.3g}"),
                   _fmt(row.speedup, "{:.3g}x"), row.failures]
-        table.add_row(*cells)
+        rows.append(cells)
+    table, left_out = fitted_table(
+        f"heuristics on {instance_set} ({policies} policy)", columns, rows,
+        stdout.width if stdout.is_terminal else None,
+        optional=("min", "hierarchy", "runtime ms", "co-located", "ref certified"),
+        left=("heuristic", "failures"))
     stdout.print(table)
+    if left_out:
+        stdout.print(f"(too narrow for the columns {', '.join(left_out)}: widen the terminal, "
+                     "or read them in the --out file)")
     if has_gaps:
         stdout.print("gap: (max load - optimum of the declared policy) / optimum, summed over "
                      "layers, over valid instances; where the reference is not certified, "

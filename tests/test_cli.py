@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -223,3 +224,48 @@ def test_evaluate_command_ranks_a_policy_breaker_last():
     rows = [line.split("│") for line in result.output.splitlines() if line.startswith("│")]
     assert [row[2].strip() for row in rows] == ["zigzag", "breaks_hierarchy.py"]
     assert "breaks the hierarchical policy" in rows[1][-2]
+
+
+@pytest.mark.parametrize("width", [100, 120])
+def test_a_terminal_of_100_columns_shows_every_heuristic_name_whole(monkeypatch, tmp_path, width):
+    """On a narrow terminal the run table wraps headers and leaves optional columns out
+    (saying so), never cuts a cell: every shown name (a file spec by its shortest unique
+    tail) and every gap is on its row in full."""
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    import eplbench.cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(eplbench.cli, "stdout", Console(file=screen, width=width,
+                                                        force_terminal=True, color_system=None))
+    fixtures = Path(__file__).parent / "fixtures" / "heuristics"
+    specs = ["deepseek_fast", "tail_peak_aware", str(fixtures / "vllm_style.py")]
+    out = tmp_path / "results.parquet"
+    result = CliRunner().invoke(main, ["run", "-H", ",".join(specs), "-i", "tiny",
+                                       "--repeats", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = screen.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= width
+    first_cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    for name in ("deepseek", "deepseek_fast", "tail_peak_aware", "vllm_style.py"):
+        assert name in first_cells, (name, first_cells)
+    table = pd.read_parquet(out)
+    for heuristic, rows in table.groupby("heuristic"):
+        gap = 100 * (rows.groupby("instance").apply(_instance_gap)).mean()
+        row = next(line for line in lines if line.startswith("│")
+                   and line.split("│")[1].strip() == Path(heuristic).name)
+        assert f"{gap:.3f}%" in [cell.strip() for cell in row.split("│")], (heuristic, row)
+    assert "…" not in screen.getvalue()
+    assert f"vllm_style.py = {specs[2]}" in screen.getvalue().replace("\n", "")
+
+
+def _instance_gap(rows) -> float:
+    """(sum of layer max loads - sum of reference lower bounds) / the latter, exactly."""
+    from fractions import Fraction
+
+    load = sum(Fraction(int(n), int(d)) for n, d in zip(rows.max_load_num, rows.max_load_den))
+    best = sum(Fraction(int(n), int(d)) for n, d in zip(rows.ref_lb_num, rows.ref_lb_den))
+    return float((load - best) / best)
