@@ -231,6 +231,16 @@ def test_layer_sums_past_int64_stay_exact():
     assert evaluation.balancedness == pytest.approx(float(Fraction(3 * 2**62 + 1, 2**64)))
 
 
+def test_several_loads_under_int64_on_one_gpu_sum_exactly():
+    """Each load fits int64 on its own, but three on one GPU sum past it: the GPU's sum
+    must not wrap."""
+    weight = [[2**62 - 1] * 3 + [1] * 3]
+    phy2log = np.array([[0, 1, 2, 3, 4, 5]])
+    topo = Topology(6, 1, 1, 2)
+    assert check(weight, phy2log, topo).max_load == [Fraction(3 * (2**62 - 1))]
+    assert check(weight, phy2log, topo).max_load == brute_loads(weight, phy2log.tolist(), topo)
+
+
 @pytest.mark.parametrize("load", [3 * 10**18, 2**62 + 3])
 def test_scaled_loads_near_the_int64_boundary_are_exact(load):
     """Counts 2 and 3 scale by 6: the scaled loads pass int64 and must not wrap."""

@@ -125,7 +125,17 @@ def test_a_bare_array_crosses_as_one_array(instance):
 
 
 def test_a_call_that_never_returns_times_out_and_the_others_go_on(instance):
-    results = measure(instance, ["deepseek", fixture("sleeps.py")], time_limit=1.0)
+    """sleeps.py blocks until its process is killed: only the sandbox killing it at the
+    limit lets `measure` return (the join's guard only turns a hang into a failure)."""
+    import threading
+
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(results=measure(
+        instance, ["deepseek", fixture("sleeps.py")], time_limit=1.0)), daemon=True)
+    worker.start()
+    worker.join(timeout=600)
+    assert not worker.is_alive(), "a call past its time limit was never killed"
+    results = box["results"]
     assert results[fixture("sleeps.py")].failure.reason == "timeout"
     assert results["deepseek"].failure is None and len(results["deepseek"].seconds) == 2
 

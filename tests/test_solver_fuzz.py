@@ -335,6 +335,31 @@ def test_fuzz_no_false_claims_fast():
     assert solves >= 3 * layers
 
 
+BUDGETS_MID_SEARCH = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+
+
+def test_a_hierarchical_search_stopped_part_way_keeps_every_bound_honest():
+    """Work budgets small enough to stop `enum` between group-to-node assignments: the
+    bounds of the assignments not yet searched must stay in its lower bound. Random layers
+    of 2+ nodes, each budget; with those bounds dropped, 49/6 was claimed OPTIMAL on the
+    first layer (optimum 8)."""
+    layers = [([5, 3, 8, 0, 16, 0], eb.Topology(12, 2, 2, 4))]
+    rng = np.random.default_rng(5)
+    while len(layers) < 40:
+        weight, topo = random_layer(rng)
+        if topo.num_nodes >= 2 and "hierarchical" in _policies(weight, topo):
+            layers.append((weight, topo))
+    stopped = 0
+    for weight, topo in layers:
+        best = optimum(weight, *topo.as_tuple(), "hierarchical")
+        for budget in BUDGETS_MID_SEARCH:
+            result = solve(np.array([weight], dtype=np.int64), topo, "hierarchical",
+                           solver="enum", time_limit=budget)[0]
+            assert_claims(weight, topo, "hierarchical", result, best)
+            stopped += result.status != "OPTIMAL"
+    assert stopped  # some budgets did stop the search
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_fuzz_no_false_claims(seed):
