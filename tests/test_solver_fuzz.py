@@ -369,15 +369,22 @@ def test_fuzz_no_false_claims(seed):
     print(f"seed {seed}: {layers} layers, {solves} solves, {claims} claims, none false")
 
 
+def _small_layers(seed: int):
+    """Endless random layers (`random_layer`) of at most 8 slots: the slow oracles' size."""
+    rng = np.random.default_rng(seed)
+    while True:
+        weight, topo = random_layer(rng)
+        if topo.num_replicas <= 8:
+            yield weight, topo
+
+
 def test_brute_force_agrees_with_the_packing_oracle_at_any_magnitude():
     """The fast brute force (`optimum`) against the slow one (every count vector x every
     packing) on small random layers, magnitudes up to int64's maximum."""
-    rng = np.random.default_rng(7)
     compared = 0
-    while compared < 120:
-        weight, topo = random_layer(rng)
-        if topo.num_replicas > 8:
-            continue
+    for weight, topo in _small_layers(7):
+        if compared >= 120:
+            break
         for policy in _policies(weight, topo):
             assert (optimum(weight, *topo.as_tuple(), policy)
                     == optimum_by_packings(weight, *topo.as_tuple(), policy)), (weight, topo)
@@ -387,12 +394,10 @@ def test_brute_force_agrees_with_the_packing_oracle_at_any_magnitude():
 def test_packing_oracle_with_counts_agrees_with_every_packing():
     """The fast best packing of given replica counts against every packing of them, on
     small random layers and every count vector, magnitudes up to int64's maximum."""
-    rng = np.random.default_rng(11)
     compared = 0
-    while compared < 300:
-        weight, topo = random_layer(rng)
-        if topo.num_replicas > 8:
-            continue
+    for weight, topo in _small_layers(11):
+        if compared >= 300:
+            break
         shape = (topo.num_groups, topo.num_nodes, topo.num_gpus)
         for counts in count_vectors(len(weight), topo.num_replicas):
             for policy in _policies(weight, topo):
