@@ -74,9 +74,11 @@ def test_round_log_ratios_pair_rounds_and_the_interval_covers_the_mean():
 
 
 def synthetic(candidate_gaps, baseline_gaps, candidate_seconds, baseline_seconds,
-              candidate_valid=True):
-    """A results table of one set: per instance one layer with optimum 100, the candidate's
-    and the baseline's loads 100 * (1 + gap) and their timed rounds."""
+              candidate_valid=True, candidate_colocated=0, reason="shape"):
+    """A results table of one set: per instance one layer with optimum 100 and 8 slots, the
+    candidate's and the baseline's loads 100 * (1 + gap) and their timed rounds; the
+    candidate's rows hold `candidate_colocated` co-located replicas (the baseline's none)
+    and, when not valid, fail for `reason`."""
     from fractions import Fraction
 
     from eplbench.gaps import attach_reference
@@ -87,16 +89,16 @@ def synthetic(candidate_gaps, baseline_gaps, candidate_seconds, baseline_seconds
         instance = f"s/{index}"
         entries.append(ReferenceEntry(instance, f"h{index}", 0, "global", Fraction(100),
                                       Fraction(100), "x", "x"))
-        for name, gap, seconds, valid in (("new", mine, candidate_seconds[index],
-                                           candidate_valid),
-                                          ("old", theirs, baseline_seconds[index], True)):
+        for name, gap, seconds, valid, colocated in (
+                ("new", mine, candidate_seconds[index], candidate_valid, candidate_colocated),
+                ("old", theirs, baseline_seconds[index], True, 0)):
             load = Fraction(100) * (1 + Fraction(gap).limit_denominator(10**9))
             rows.append({"instance_set": "s", "instance": instance, "instance_hash": f"h{index}",
                          "policy": "global", "layer": 0, "heuristic": name, "valid": valid,
-                         "reason": "" if valid else "shape", "detail": "",
+                         "reason": "" if valid else reason, "detail": "" if valid else "why",
                          "max_load_num": load.numerator, "max_load_den": load.denominator,
-                         "max_load": float(load), "num_replicas": 8, "colocated_replicas": 0,
-                         "runtime_samples": seconds})
+                         "max_load": float(load), "num_replicas": 8,
+                         "colocated_replicas": colocated, "runtime_samples": seconds})
     return attach_reference(pd.DataFrame(rows), entries)
 
 
@@ -139,3 +141,38 @@ def test_a_slowdown_fails_only_when_it_is_significant():
 def test_an_invalid_candidate_is_not_timed_and_fails_every_check():
     checks = checks_of(synthetic([0.0] * 6, [0.0] * 6, STEADY, STEADY, candidate_valid=False))
     assert checks == {"valid": False, "gap": False, "speed": False, "co-located": True}
+
+
+def test_each_check_row_gives_both_sides_figures_and_the_failing_instances():
+    """Candidate gaps 1% and 3% against 0%, twice as slow in every round, 2 of 8 slots
+    co-located: each row's figures, and the one instance beyond +1% named with its gaps."""
+    from eplbench.gate import Limits, verdicts
+
+    slow = [[2.0, 2.0, 2.0]] * 2
+    table = synthetic([0.01, 0.03], [0.0, 0.0], slow, STEADY[:2], candidate_colocated=2)
+    checks, failures = verdicts(table, "new", "old", Limits())
+    rows = checks.set_index("check")
+    assert rows.loc["valid", "candidate"] == "2/2 instances" and rows.loc["valid", "passed"]
+    assert (rows.loc["gap", "candidate"], rows.loc["gap", "baseline"]) == ("2.0000%", "0.0000%")
+    assert rows.loc["gap", "note"] == ("over 2 instances: mean +2.0000% > +0.0500%; "
+                                       "1 instance(s) above +1.0000%")
+    assert (rows.loc["speed", "candidate"], rows.loc["speed", "passed"]) == ("0.5x", False)
+    assert rows.loc["speed", "note"].startswith("2x slower than allowed (1.25x)")
+    assert (rows.loc["co-located", "candidate"], rows.loc["co-located", "baseline"]) == (
+        "25.0%", "0.0%")
+    assert failures.to_dict("records") == [
+        {"set": "s", "instance": "s/1", "check": "gap",
+         "detail": "gap 3.0000% vs 0.0000% (+3.0000% > +1.0000%)"}]
+
+
+def test_a_policy_breach_fails_validity_and_says_what_it_bought():
+    """A candidate 1% below the optimum of the declared policy because it breaks it: invalid
+    on both instances, each failure giving its reason, detail and gap."""
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([-0.01, -0.02], [0.0, 0.0], STEADY[:2], STEADY[:2],
+                      candidate_valid=False, reason="policy")
+    checks, failures = verdicts(table, "new", "old", Limits())
+    assert checks.set_index("check").loc["valid", "candidate"] == "0/2 instances"
+    assert failures.detail.tolist() == ["policy: why (its gap -1.0000%)",
+                                        "policy: why (its gap -2.0000%)"]
