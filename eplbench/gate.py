@@ -59,8 +59,7 @@ def _validity(rows, candidate, baseline, limits):
     """Every layer valid for the declared policy; a policy breach's detail gives its gap."""
     mine = rows[rows.heuristic == candidate]
     invalid = mine[~mine.valid].drop_duplicates("instance")
-    gap_of = (instance_gaps(mine).set_index("instance").gap_hi if "ref_status" in mine
-              else pd.Series(dtype=float))
+    gap_of = instance_gaps(mine).set_index("instance").gap_hi
     failed = [{"instance": row.instance, "check": "valid",
                "detail": f"{row.reason}: {row.detail}" + _bought(gap_of.get(row.instance))}
               for row in invalid.itertuples()]

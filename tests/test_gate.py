@@ -63,9 +63,12 @@ def test_bad_input_exits_2(tmp_path):
 
 
 def test_round_log_ratios_pair_rounds_and_the_interval_covers_the_mean():
-    rows = pd.DataFrame({"instance": ["a", "a", "b", "b"],
-                         "heuristic": ["new", "old", "new", "old"],
-                         "runtime_samples": [[2.0, 4.0], [1.0, 1.0], [3.0], [1.5]]})
+    """Rounds pair by position (the shorter side decides how many); an instance one side
+    lacks is skipped, not the end of the list."""
+    rows = pd.DataFrame({"instance": ["a", "a", "c", "b", "b"],
+                         "heuristic": ["new", "old", "new", "new", "old"],
+                         "runtime_samples": [[2.0, 4.0, 8.0], [1.0, 1.0], [5.0], [3.0],
+                                             [1.5]]})
     ratios = round_log_ratios(rows, "new", "old")
     assert np.allclose(np.exp(ratios), [2.0, 4.0, 2.0])
     assert np.allclose(round_log_ratios(rows, "old", "new"), -ratios)
@@ -73,12 +76,18 @@ def test_round_log_ratios_pair_rounds_and_the_interval_covers_the_mean():
     assert low <= ratios.mean() <= high and low >= np.log(2.0) - 1e-12
 
 
+def test_the_bootstrap_interval_is_reproducible():
+    values = np.log([0.5, 2.0, 1.3, 0.9, 3.0, 0.7, 1.1])
+    assert bootstrap_interval(values) == bootstrap_interval(values)
+
+
 def synthetic(candidate_gaps, baseline_gaps, candidate_seconds, baseline_seconds,
-              candidate_valid=True, candidate_colocated=0, reason="shape"):
+              candidate_valid=True, candidate_colocated=0, reason="shape", instance_set="s"):
     """A results table of one set: per instance one layer with optimum 100 and 8 slots, the
     candidate's and the baseline's loads 100 * (1 + gap) and their timed rounds; the
     candidate's rows hold `candidate_colocated` co-located replicas (the baseline's none)
-    and, when not valid, fail for `reason`."""
+    and, when not valid (candidate_valid: one flag, or one per instance), fail for `reason`
+    (no loads unless it is a policy breach)."""
     from fractions import Fraction
 
     from eplbench.gaps import attach_reference
@@ -86,19 +95,25 @@ def synthetic(candidate_gaps, baseline_gaps, candidate_seconds, baseline_seconds
 
     rows, entries = [], []
     for index, (mine, theirs) in enumerate(zip(candidate_gaps, baseline_gaps)):
-        instance = f"s/{index}"
-        entries.append(ReferenceEntry(instance, f"h{index}", 0, "global", Fraction(100),
-                                      Fraction(100), "x", "x"))
+        instance = f"{instance_set}/{index}"
+        entries.append(ReferenceEntry(instance, f"{instance_set}{index}", 0, "global",
+                                      Fraction(100), Fraction(100), "x", "x"))
+        mine_valid = (candidate_valid[index] if isinstance(candidate_valid, list)
+                      else candidate_valid)
         for name, gap, seconds, valid, colocated in (
-                ("new", mine, candidate_seconds[index], candidate_valid, candidate_colocated),
+                ("new", mine, candidate_seconds[index], mine_valid, candidate_colocated),
                 ("old", theirs, baseline_seconds[index], True, 0)):
             load = Fraction(100) * (1 + Fraction(gap).limit_denominator(10**9))
-            rows.append({"instance_set": "s", "instance": instance, "instance_hash": f"h{index}",
+            scored = valid or reason == "policy"  # a breach keeps its loads, others have none
+            rows.append({"instance_set": instance_set, "instance": instance,
+                         "instance_hash": f"{instance_set}{index}",
                          "policy": "global", "layer": 0, "heuristic": name, "valid": valid,
                          "reason": "" if valid else reason, "detail": "" if valid else "why",
-                         "max_load_num": load.numerator, "max_load_den": load.denominator,
-                         "max_load": float(load), "num_replicas": 8,
-                         "colocated_replicas": colocated, "runtime_samples": seconds})
+                         "max_load_num": load.numerator if scored else None,
+                         "max_load_den": load.denominator if scored else None,
+                         "max_load": float(load) if scored else np.nan, "num_replicas": 8,
+                         "colocated_replicas": colocated if scored else None,
+                         "runtime_samples": seconds})
     return attach_reference(pd.DataFrame(rows), entries)
 
 
@@ -176,3 +191,100 @@ def test_a_policy_breach_fails_validity_and_says_what_it_bought():
     assert checks.set_index("check").loc["valid", "candidate"] == "0/2 instances"
     assert failures.detail.tolist() == ["policy: why (its gap -1.0000%)",
                                         "policy: why (its gap -2.0000%)"]
+
+
+COLOCATED_NOTE = "share of slots holding a second replica of an expert on its GPU"
+
+
+def test_a_candidate_equal_to_the_baseline_passes_every_check_row():
+    """Same gaps, same times in every round: the whole table, row by row."""
+    from eplbench.gate import Limits, verdicts
+
+    checks, failures = verdicts(synthetic([0.0] * 6, [0.0] * 6, STEADY, STEADY),
+                                "new", "old", Limits())
+    assert checks.to_dict("records") == [
+        {"set": "s", "check": "valid", "candidate": "6/6 instances", "baseline": "",
+         "limit": "all", "passed": True, "note": ""},
+        {"set": "s", "check": "gap", "candidate": "0.0000%", "baseline": "0.0000%",
+         "limit": "+0.0500% mean, +1.0000% any instance", "passed": True,
+         "note": "over 6 instances: mean +0.0000%"},
+        {"set": "s", "check": "speed", "candidate": "1x", "baseline": "1x", "limit": ">= 0.8x",
+         "passed": True, "note": "over 6 instances, 95% interval 1x..1x, not significant"},
+        {"set": "s", "check": "co-located", "candidate": "0.0%", "baseline": "0.0%",
+         "limit": "not gated", "passed": True, "note": COLOCATED_NOTE}]
+    assert failures.empty and list(failures.columns) == ["set", "instance", "check", "detail"]
+
+
+def test_an_invalid_candidate_gets_every_check_row_with_its_reason():
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([0.0] * 2, [0.0] * 2, STEADY[:2], STEADY[:2], candidate_valid=False)
+    checks, failures = verdicts(table, "new", "old", Limits())
+    assert checks.drop(columns="set").to_dict("records")[:3] == [
+        {"check": "valid", "candidate": "0/2 instances", "baseline": "", "limit": "all",
+         "passed": False, "note": ""},
+        {"check": "gap", "candidate": "-", "baseline": "-", "limit": "-", "passed": False,
+         "note": "no instance where both are valid and have reference values"},
+        {"check": "speed", "candidate": "-", "baseline": "1x", "limit": ">= 0.8x",
+         "passed": False, "note": "no valid instance to time"}]
+    assert checks.set_index("check").loc["co-located", "candidate"] == "-"  # nothing scored
+    assert failures.to_dict("records") == [
+        {"set": "s", "instance": f"s/{index}", "check": "valid", "detail": "shape: why"}
+        for index in range(2)]
+
+
+def test_the_speed_floor_is_one_over_the_allowed_slowdown_and_inclusive():
+    """2x slower in every round (significant): exactly at the floor of --max-slowdown 2
+    passes, and fails with 1.9; its note says how much slower than allowed."""
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([0.0] * 3, [0.0] * 3, [[2.0] * 3] * 3, STEADY[:3])
+    at_floor = verdicts(table, "new", "old", Limits(max_slowdown=2.0))[0].set_index("check")
+    assert at_floor.loc["speed"].to_dict() == {
+        "set": "s", "candidate": "0.5x", "baseline": "1x", "limit": ">= 0.5x", "passed": True,
+        "note": "over 3 instances, 95% interval 0.5x..0.5x"}
+    below = verdicts(table, "new", "old", Limits(max_slowdown=1.9))[0].set_index("check")
+    assert below.loc["speed"].to_dict() == {
+        "set": "s", "candidate": "0.5x", "baseline": "1x", "limit": ">= 0.526x",
+        "passed": False, "note": "2x slower than allowed (1.9x); over 3 instances, "
+                                 "95% interval 0.5x..0.5x"}
+
+
+def test_gaps_compare_only_instances_where_both_are_valid():
+    """The candidate is invalid on instance 1, where the baseline's gap is 10%: the gap
+    check compares instance 0 alone."""
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([0.0, 0.0], [0.0, 0.1], STEADY[:2], STEADY[:2],
+                      candidate_valid=[True, False])
+    row = verdicts(table, "new", "old", Limits())[0].set_index("check").loc["gap"]
+    assert (row.candidate, row.baseline, row.note) == (
+        "0.0000%", "0.0000%", "over 1 instances: mean +0.0000%")
+
+
+def test_a_mean_gap_increase_exactly_at_the_tolerance_passes():
+    from eplbench.gate import Limits
+
+    table = synthetic([0.0005], [0.0], STEADY[:1], STEADY[:1])
+    assert checks_of(table, max_gap_increase=0.0005)["gap"]
+    assert not checks_of(table, max_gap_increase=0.0004)["gap"]
+
+
+def test_a_steady_speedup_is_significant():
+    """1.5x faster in every round: the interval lies wholly above 1 (significant)."""
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([0.0] * 3, [0.0] * 3, [[2.0] * 3] * 3, [[3.0] * 3] * 3)
+    row = verdicts(table, "new", "old", Limits())[0].set_index("check").loc["speed"]
+    assert (row.candidate, row.passed, row.note) == (
+        "1.5x", True, "over 3 instances, 95% interval 1.5x..1.5x")
+
+
+def test_sets_keep_the_order_of_the_table():
+    """Checks come set by set in the order the sets first appear, not sorted by name."""
+    from eplbench.gate import Limits, verdicts
+
+    table = pd.concat([synthetic([0.0], [0.0], STEADY[:1], STEADY[:1], instance_set=name)
+                       for name in ("zeta", "alpha")], ignore_index=True)
+    checks = verdicts(table, "new", "old", Limits())[0]
+    assert list(dict.fromkeys(checks.set)) == ["zeta", "alpha"]
