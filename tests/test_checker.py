@@ -26,6 +26,8 @@ def broken(kind):
     phy2log, log2phy, logcnt = good_output()
     if kind == "arity":
         return (phy2log, logcnt)
+    if kind == "arity_dict":
+        return {"phy2log": phy2log}
     if kind == "type":
         return (phy2log.tolist(), log2phy, logcnt)
     if kind == "nonfinite":
@@ -47,6 +49,10 @@ def broken(kind):
         bad[1, 1] = 0
         bad[1, 3] = 0
         return (bad, log2phy, logcnt)
+    if kind == "missing_last_expert":
+        bad = phy2log.clone()
+        bad[1] = torch.tensor([0, 1, 0, 1, 2, 2, 2, 2])
+        return (bad, log2phy, logcnt)
     if kind == "logcnt_mismatch":
         bad = logcnt.clone()
         bad[0, 0] += 1
@@ -54,8 +60,12 @@ def broken(kind):
         return (phy2log, log2phy, bad)
     if kind == "log2phy_padding":
         bad = log2phy.clone()
-        bad[0, 0, 1] = -7
+        bad[0, 0, 1] = -2
         return (phy2log, bad, logcnt)
+    if kind == "log2phy_empty":
+        return (phy2log, log2phy[:, :, :0], logcnt)
+    if kind == "object_dtype":
+        return (phy2log.numpy().astype(object), log2phy, logcnt)
     if kind == "log2phy_mismatch":
         bad = log2phy.clone()
         bad[0, 0, 0], bad[0, 1, 0] = bad[0, 1, 0].item(), bad[0, 0, 0].item()
@@ -64,14 +74,46 @@ def broken(kind):
         bad = log2phy.clone()
         bad[0, 0, 1] = bad[0, 0, 0]
         return (phy2log, bad, logcnt)
+    if kind == "log2phy_count":
+        bad = log2phy.clone()
+        bad[0, 0, 1] = -1
+        return (phy2log, bad, logcnt)
+    if kind == "log2phy_past":
+        bad = log2phy.clone()
+        bad[0, 0, 1] = 8
+        return (phy2log, bad, logcnt)
+    if kind == "log2phy_layers":
+        return (phy2log, log2phy[:1], logcnt)
     raise AssertionError(kind)
 
 
-KINDS = {"arity": "arity", "type": "type", "nonfinite": "nonfinite", "dtype": "dtype",
-         "bool_dtype": "dtype",
-         "shape": "shape", "range": "range", "missing_expert": "missing_expert",
-         "logcnt_mismatch": "logcnt_mismatch", "log2phy_padding": "log2phy_padding",
-         "log2phy_mismatch": "log2phy_mismatch", "log2phy_duplicate": "log2phy_mismatch"}
+# (reason, detail) of each broken output above, written out from the placement it breaks:
+# TOPO has 8 slots, 4 experts, 2 layers; every expert has 2 replicas in the good output.
+KINDS = {
+    "arity": ("arity", "expected (phy2log, log2phy, logcnt) or phy2log alone, got tuple of "
+                       "length 2"),
+    "arity_dict": ("arity", "expected (phy2log, log2phy, logcnt) or phy2log alone, got dict"),
+    "type": ("type", "phy2log is a list, not a tensor"),
+    "nonfinite": ("nonfinite", "phy2log contains NaN or infinite values"),
+    "dtype": ("dtype", "phy2log has dtype float64, expected an integer dtype"),
+    "bool_dtype": ("dtype", "logcnt has dtype bool, expected an integer dtype"),
+    "shape": ("shape", "phy2log has shape [2, 6], expected [2, 8]"),
+    "range": ("range", "phy2log holds ids outside [0, 4)"),
+    "missing_expert": ("missing_expert", "expert 1 of layer 1 has no slot"),
+    "missing_last_expert": ("missing_expert", "expert 3 of layer 1 has no slot"),
+    "logcnt_mismatch": ("logcnt_mismatch", "logcnt[0, 0] = 3 but phy2log holds expert 0 2 "
+                                           "times"),
+    "log2phy_padding": ("log2phy_padding", "log2phy holds a value below -1; padding is -1"),
+    "log2phy_mismatch": ("log2phy_mismatch", "log2phy points to a slot of another expert"),
+    "log2phy_duplicate": ("log2phy_mismatch", "log2phy lists a slot twice and misses another"),
+    "log2phy_count": ("log2phy_mismatch", "log2phy lists a different number of slots than "
+                                          "phy2log holds for some expert"),
+    "log2phy_past": ("log2phy_mismatch", "log2phy points past the last slot"),
+    "log2phy_layers": ("shape", "log2phy has shape [1, 4, 2], expected [2, 4, X]"),
+    "log2phy_empty": ("log2phy_mismatch", "log2phy lists a different number of slots than "
+                                          "phy2log holds for some expert"),
+    "object_dtype": ("dtype", "phy2log has dtype object, expected an integer dtype"),
+}
 
 
 def test_good_output_passes():
@@ -83,14 +125,22 @@ def test_good_output_passes():
 def test_each_broken_kind_has_its_reason(kind):
     with pytest.raises(InvalidPlacement) as caught:
         check_output(WEIGHT, broken(kind), TOPO)
-    assert caught.value.reason == KINDS[kind]
-    assert caught.value.detail
+    assert (caught.value.reason, caught.value.detail) == KINDS[kind]
 
 
 def test_log2phy_with_wrong_rank_is_a_shape_error():
     phy2log, log2phy, logcnt = good_output()
-    with pytest.raises(InvalidPlacement, match="shape"):
+    with pytest.raises(InvalidPlacement) as caught:
         check(WEIGHT, phy2log, TOPO, log2phy=log2phy[0], logcnt=logcnt)
+    assert (caught.value.reason, caught.value.detail) == (
+        "shape", "log2phy has shape [4, 2], expected [L, E, X]")
+
+
+def test_an_all_zero_layer_is_perfectly_balanced():
+    """No load at all: balancedness 1 (nothing is overloaded), beside a loaded layer."""
+    evaluation = check([[0, 0, 0, 0], [1, 1, 1, 1]], good_phy2log(), TOPO)
+    assert evaluation.balancedness_per_layer.tolist() == [1.0, 1.0]
+    assert evaluation.max_load == [Fraction(0), Fraction(1)]
 
 
 def test_readme_fixture_loads_and_balancedness(readme_example):
@@ -119,7 +169,19 @@ def test_unsigned_values_past_int64_are_out_of_range():
     phy2log[0, 0] = 2**63 + 1
     with pytest.raises(InvalidPlacement) as caught:
         check(WEIGHT, phy2log, TOPO)
-    assert caught.value.reason == "range"
+    assert (caught.value.reason, caught.value.detail) == (
+        "range", "phy2log holds values past int64")
+
+
+def test_an_unsigned_value_at_int64s_maximum_is_read_as_it_is():
+    """2^63 - 1 in a uint64 logcnt fits int64: not out of range, just a wrong count."""
+    phy2log, _, logcnt = good_output()
+    counts = logcnt.numpy().astype(np.uint64)
+    counts[0, 0] = 2**63 - 1
+    with pytest.raises(InvalidPlacement) as caught:
+        check(WEIGHT, phy2log, TOPO, logcnt=counts)
+    assert (caught.value.reason, caught.value.detail) == (
+        "logcnt_mismatch", f"logcnt[0, 0] = {2**63 - 1} but phy2log holds expert 0 2 times")
 
 
 def test_a_masked_array_is_not_a_tensor():
@@ -159,6 +221,29 @@ def test_breach_names_what_breaks_the_hierarchical_policy():
         "(summed over layers)")
     assert check(weight[:1], np.array([[0, 1, 0, 1, 2, 3, 2, 3]]), TOPO).breach(
         "hierarchical") is None
+
+
+def test_breach_counts_broken_layers_and_names_every_kind_of_break():
+    """4 groups of one expert on 2 nodes; layer 0 whole, layer 1 splits group 0 over both
+    nodes, layer 2 puts groups 0, 1, 2 on node 0 and only group 3 on node 1."""
+    topo = Topology(num_replicas=8, num_groups=4, num_nodes=2, num_gpus=2)
+    evaluation = check([[1, 1, 1, 1]] * 3, np.array([[0, 1, 0, 1, 2, 3, 2, 3],
+                                                     [0, 1, 0, 1, 2, 3, 2, 0],
+                                                     [0, 1, 2, 0, 3, 3, 3, 3]]), topo)
+    assert evaluation.breach("hierarchical") == (
+        "breaks the hierarchical policy in 2 of 3 layer(s): 1 group(s) span nodes, 2 node(s) "
+        "hold other than their share of groups (summed over layers)")
+
+
+@pytest.mark.parametrize("num_experts", [4, 3], ids=["hierarchy", "no-hierarchy"])
+def test_per_layer_counts_are_int64_arrays(num_experts):
+    """As the Evaluation's fields promise, also where the topology has no hierarchy (3
+    experts cannot form 2 groups)."""
+    evaluation = check([[1] * num_experts] * 2,
+                       np.array([[e % num_experts for e in range(8)]] * 2), TOPO)
+    for field in (evaluation.split_groups, evaluation.crowded_nodes,
+                  evaluation.colocated_per_layer):
+        assert field.dtype == np.int64 and field.shape == (2,)
 
 
 def test_a_node_with_more_than_its_share_of_groups_breaks_the_hierarchy():
