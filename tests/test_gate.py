@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from eplbench.cli import main
@@ -26,6 +27,7 @@ def gate(candidate: str, *extra: str):
     return result, verdicts
 
 
+@pytest.mark.cli
 def test_the_vectorised_port_passes_against_the_port():
     """Same placements, faster: every check passes."""
     result, verdicts = gate("deepseek_fast")
@@ -33,6 +35,7 @@ def test_the_vectorised_port_passes_against_the_port():
     assert verdicts == {"valid": "pass", "gap": "pass", "speed": "pass"}
 
 
+@pytest.mark.cli
 def test_a_wrong_shape_fails_validity_with_its_reason():
     result, verdicts = gate(str(HEURISTICS / "wrong_shape.py"))
     assert result.exit_code == 1
@@ -40,12 +43,14 @@ def test_a_wrong_shape_fails_validity_with_its_reason():
     assert re.search(r"tiny/\S+\s+│ valid\s+│ shape", result.output), result.output
 
 
+@pytest.mark.cli
 def test_a_slow_candidate_fails_speed_only():
     result, verdicts = gate(str(HEURISTICS / "slow.py"))
     assert result.exit_code == 1
     assert verdicts == {"valid": "pass", "gap": "pass", "speed": "FAIL"}, result.output
 
 
+@pytest.mark.cli
 def test_a_worse_candidate_fails_gap_and_names_the_instances():
     result, verdicts = gate("zigzag", "--max-slowdown", "1000")
     assert result.exit_code == 1
@@ -53,6 +58,7 @@ def test_a_worse_candidate_fails_gap_and_names_the_instances():
     assert re.search(r"tiny/\S+\s+│ gap\s+│ gap [\d.]+% vs [\d.]+%", result.output)
 
 
+@pytest.mark.cli
 def test_bad_input_exits_2(tmp_path):
     result = CliRunner().invoke(main, ["gate", "--candidate", str(tmp_path / "missing.py"),
                                        "-i", "tiny"])
