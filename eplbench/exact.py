@@ -15,7 +15,7 @@ _INT64_SAFE = 2**62
 
 def lcm_of(values) -> int:
     """lcm of the distinct positive ints in `values` (1 for none)."""
-    return math.lcm(*{int(v) for v in values}) if len(values) else 1
+    return math.lcm(*{int(v) for v in values})
 
 
 def scaled_slot_loads(weight: np.ndarray, phy2log: np.ndarray, logcnt: np.ndarray):

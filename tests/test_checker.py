@@ -333,3 +333,23 @@ def test_scaled_loads_near_the_int64_boundary_are_exact(load):
     phy2log = np.array([[0, 0, 1, 1, 1, 2]])
     topo = Topology(6, 1, 1, 2)
     assert check(weight, phy2log, topo).max_load == brute_loads(weight, phy2log.tolist(), topo)
+
+
+def test_the_int64_path_is_taken_exactly_while_no_gpu_sum_can_reach_2_to_the_62():
+    """Scaled slot loads come as int64 (fast) while the largest load x scale x slots stays
+    below 2^62, and as Python ints from there on; 1 for an empty lcm."""
+    from eplbench.exact import lcm_of, scaled_slot_loads
+
+    def dtype(load, slots):
+        weight = np.array([[load]], dtype=np.int64)
+        loads, scale = scaled_slot_loads(weight, np.zeros((1, slots), dtype=np.int64),
+                                         np.array([[slots]]))
+        assert scale == [slots] and loads.tolist() == [[load] * slots]
+        return loads.dtype
+
+    assert dtype(2**61, 1) == np.int64      # 2^61 x 1 x 1 slot
+    assert dtype(2**59, 2) == np.int64      # 2^59 x 2 x 2 slots = 2^61
+    assert dtype(2**59, 4) == object        # 2^59 x 4 x 4 = 2^63
+    assert dtype(2**58, 4) == object        # 2^58 x 4 x 4 = 2^62: not below
+    assert dtype(2**57, 4) == np.int64      # 2^61
+    assert lcm_of([]) == 1
