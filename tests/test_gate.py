@@ -269,8 +269,6 @@ def test_gaps_compare_only_instances_where_both_are_valid():
 
 
 def test_a_mean_gap_increase_exactly_at_the_tolerance_passes():
-    from eplbench.gate import Limits
-
     table = synthetic([0.0005], [0.0], STEADY[:1], STEADY[:1])
     assert checks_of(table, max_gap_increase=0.0005)["gap"]
     assert not checks_of(table, max_gap_increase=0.0004)["gap"]
