@@ -68,7 +68,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_instances(tmp_path)
     first.wait(60)
     partial = read_results(out)  # a whole table, never a half-written file
     finished = set(partial.instance_hash)
-    assert 0 < len(finished) < 20
+    assert 0 < len(finished) < len(eb.load_instances("tiny"))  # stopped part way
     calls_before = Counter(log.read_text().split()[1::2])
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
     calls_after = Counter(log.read_text().split()[1::2])
