@@ -20,32 +20,31 @@ def fitted_table(title: str, columns: list[str], rows: list[list[str]], width: i
     """(table, columns left out). rows: one list of cell strings per row, in `columns`
     order; width: the terminal's columns (None: unlimited); left: columns aligned left
     (the others align right)."""
+    fixed = {column: _fixed(column, [cells[index] for cells in rows])
+             for index, column in enumerate(columns)}
+    natural = {column: max(len(column), fixed[column]) for column in columns}
     kept = list(columns)
-    narrow = width is not None and _width(kept, columns, rows, natural=True) > width
+    narrow = width is not None and _width(natural, kept) > width
     for drop in optional:
-        if not narrow or _width(kept, columns, rows, natural=False) <= width:
+        if not narrow or _width(fixed, kept) <= width:
             break
         kept.remove(drop)
     table = Table(title=title)
     for column in kept:
         table.add_column(column, justify="left" if column in left else "right",
-                         width=_fixed(column, columns, rows) if narrow else None)
+                         width=fixed[column] if narrow else None)
+    positions = [columns.index(column) for column in kept]
     for cells in rows:
-        table.add_row(*(cells[columns.index(column)] for column in kept))
+        table.add_row(*(cells[index] for index in positions))
     return table, [column for column in columns if column not in kept]
 
 
-def _fixed(column: str, columns: list[str], rows: list[list[str]]) -> int:
+def _fixed(column: str, cells: list[str]) -> int:
     """The narrowest width that shows every cell of the column whole and wraps its header
     only between words."""
-    index = columns.index(column)
-    longest_word = max(len(word) for word in column.split())
-    return max([longest_word] + [len(cells[index]) for cells in rows])
+    return max([len(word) for word in column.split()] + [len(cell) for cell in cells])
 
 
-def _width(kept: list[str], columns: list[str], rows: list[list[str]], natural: bool) -> int:
-    """Characters the table takes with these columns: natural (headers on one line) or
-    with every column at its `_fixed` width."""
-    widths = [max(len(column), _fixed(column, columns, rows)) if natural else
-              _fixed(column, columns, rows) for column in kept]
-    return sum(widths) + PADDING * len(kept) + BORDER * (len(kept) + 1)
+def _width(widths: dict[str, int], kept: list[str]) -> int:
+    """Characters the table takes with the kept columns at these widths."""
+    return sum(widths[column] for column in kept) + PADDING * len(kept) + BORDER * (len(kept) + 1)
