@@ -1,6 +1,7 @@
 """Reference values: merge keeps min ub / max lb, refuses contradictions, round-trips exactly;
 gaps follow spec §7."""
 
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -9,12 +10,13 @@ import pytest
 
 from eplbench import BadInput
 from eplbench.gaps import attach_reference, instance_gaps
-from eplbench.reference import ReferenceEntry, merge, read_reference, write_reference
+from eplbench.reference import (ReferenceEntry, merge, read_reference, write_placements,
+                                write_reference)
 
 
-def entry(ub, lb, source, layer=0, policy="global"):
+def entry(ub, lb, source, layer=0, policy="global", phy2log=(0, 1)):
     return ReferenceEntry("set/a", "hash-a", layer, policy, Fraction(ub), Fraction(lb),
-                          source, source, [0, 1])
+                          source, source, list(phy2log))
 
 
 def test_merge_keeps_min_ub_and_max_lb():
@@ -42,6 +44,29 @@ def test_malformed_reference_file(tmp_path):
     path.write_text('{"entries": [{"ub": "1/0"}]}')
     with pytest.raises(BadInput, match="reference.json: malformed"):
         read_reference(path)
+
+
+def test_placements_keep_the_lowest_ub_per_layer_and_the_newest_on_ties(tmp_path):
+    path = tmp_path / "answers.json"
+    write_placements(path, [entry("10", "9", "s", phy2log=[0, 0, 1]),
+                            entry("7", "7", "s", layer=1, phy2log=[1, 0, 1])])
+    write_placements(path, [entry("11", "9", "t", phy2log=[1, 1, 0]),  # worse: kept out
+                            entry("7", "7", "t", layer=1, phy2log=[0, 1, 1]),  # tie: replaces
+                            entry("5", "5", "t", policy="hierarchical", phy2log=[]),  # none
+                            entry("6", "5", "t", policy="hierarchical", phy2log=[0, 1, 0])])
+    rows = json.loads(path.read_text())["placements"]
+    assert [(row["layer"], row["policy"], row["ub"], row["phy2log"]) for row in rows] == [
+        (0, "global", "10", [0, 0, 1]), (0, "hierarchical", "6", [0, 1, 0]),
+        (1, "global", "7", [0, 1, 1])]
+    assert {row["instance"] for row in rows} == {"set/a"}
+    assert {row["instance_hash"] for row in rows} == {"hash-a"}
+
+
+def test_a_malformed_placements_file_is_named(tmp_path):
+    path = tmp_path / "answers.json"
+    path.write_text('{"rows": []}')
+    with pytest.raises(BadInput, match="answers.json: malformed placements file"):
+        write_placements(path, [entry("1", "1", "s")])
 
 
 def test_gaps_exact_and_interval():

@@ -461,3 +461,44 @@ def test_results_rows_carry_both_clocks():
     rows = run_heuristics(["zigzag"], eb.load_instances("tiny")[:1], RunOptions(repeats=2))
     assert (rows.runtime_s > 0).all() and (rows.runtime_inside_s > 0).all()
     assert not (rows.runtime_s == rows.runtime_inside_s).all()
+
+
+# a two-layer, four-expert batch on (P=6, 1 group, 1 node, 2 GPUs): what every output of a
+# timed batch is checked against once the first has been scored
+BATCH_LOAD = np.array([[5, 3, 2, 1], [0, 4, 4, 1]], dtype=np.int64)
+BATCH_PHY2LOG = np.array([[0, 1, 2, 3, 0, 1], [1, 2, 0, 3, 1, 2]], dtype=np.int64)
+BATCH_TOPOLOGY = (6, 1, 1, 2)
+
+
+@pytest.mark.parametrize("later, reason", [
+    ((BATCH_PHY2LOG, BATCH_PHY2LOG), "arity: a tuple of 2 arrays"),
+    (BATCH_PHY2LOG.astype(np.float64), "dtype: phy2log has dtype float64"),
+    (BATCH_PHY2LOG[:, :5], "shape: phy2log has shape [2, 5]"),
+    (BATCH_PHY2LOG[:1], "shape: phy2log has shape [1, 6]"),
+    (np.where(BATCH_PHY2LOG == 3, 4, BATCH_PHY2LOG), "range: phy2log holds ids outside [0, 4)"),
+    (np.where(BATCH_PHY2LOG == 0, -1, BATCH_PHY2LOG), "range: phy2log holds ids outside [0, 4)"),
+    (np.array([[0, 1, 2, 3, 0, 1], [1, 2, 0, 0, 1, 2]]), "missing_expert: some expert has no slot"),
+])
+def test_every_later_output_of_a_timed_batch_must_be_a_placement(later, reason):
+    """A heuristic cannot return a real placement on the scored call and anything cheaper
+    on the calls that are only timed: each later output of a batch must be phy2log (alone
+    or first of three) with the right dtype, shape and ids, holding every expert."""
+    loads = [BATCH_LOAD, BATCH_LOAD + 1, BATCH_LOAD + 2]
+    good = (BATCH_PHY2LOG, None, None)
+    assert sandbox._check_batch(loads, 4, [good, BATCH_PHY2LOG, good], BATCH_TOPOLOGY) is None
+    failure = sandbox._check_batch(loads, 4, [good, later, good], BATCH_TOPOLOGY)
+    assert failure.reason == "output"
+    assert failure.detail.startswith(f"timed call 5 (on perturbed loads) returned an invalid "
+                                     f"placement: {reason}")
+
+
+def test_a_batchs_first_output_gets_the_full_checker_unless_it_is_the_scored_one():
+    """The first output of a batch goes through the one checker (which also sees, here, a
+    replica count that disagrees with phy2log); call 0 is scored by the caller instead."""
+    logcnt = np.array([[1, 1, 1, 1], [1, 1, 1, 1]])  # phy2log holds 6 replicas a layer
+    cheat = (BATCH_PHY2LOG, None, logcnt)
+    failure = sandbox._check_batch([BATCH_LOAD], 3, [cheat], BATCH_TOPOLOGY)
+    assert failure.reason == "output"
+    assert failure.detail.startswith("timed call 3 (on perturbed loads) returned an invalid "
+                                     "placement: logcnt_mismatch: logcnt[0, 0] = 1")
+    assert sandbox._check_batch([BATCH_LOAD], 0, [cheat], BATCH_TOPOLOGY) is None
