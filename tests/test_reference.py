@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eplbench import BadInput
+import eplbench as eb
+from eplbench import BadInput, Topology
 from eplbench.gaps import attach_reference, instance_gaps
-from eplbench.reference import (ReferenceEntry, merge, read_reference, write_placements,
-                                write_reference)
+from eplbench.reference import (ReferenceEntry, check_for_set, merge, read_reference,
+                                write_placements, write_reference)
 
 
 def entry(ub, lb, source, layer=0, policy="global", phy2log=(0, 1)):
@@ -208,3 +209,90 @@ def test_solve_writes_placements_apart_and_they_reach_the_ub(tmp_path):
         load = eb.check(instance.weight[layer:layer + 1], np.array([row["phy2log"]]),
                         instance.topology).max_load[0]
         assert load == ubs[row["instance_hash"], layer, row["policy"]]
+
+
+def test_merge_keeps_the_first_source_on_ties_and_the_best_ubs_placement():
+    first = entry("10", "8", "first", phy2log=[0, 1, 0])
+    first.params = {"time_limit": 1}
+    second = entry("10", "8", "second", phy2log=[1, 0, 1])
+    (tied,) = merge([first, second]).values()
+    assert (tied.ub_source, tied.lb_source) == ("first", "first")
+    better = entry("9", "9", "better", layer=0, phy2log=[1, 1, 0])
+    better.params = {"time_limit": 5}
+    (only,) = merge([first, better]).values()
+    assert (only.instance, only.instance_hash, only.layer, only.policy) == (
+        "set/a", "hash-a", 0, "global")
+    assert (only.phy2log, only.params, only.status) == ([1, 1, 0], {"time_limit": 5}, "OPTIMAL")
+
+
+def test_read_reference_drops_derived_fields_accepts_lb_zero_and_names_the_file(tmp_path):
+    path = tmp_path / "reference.json"
+    row = {"instance": "set/a", "instance_hash": "hash-a", "layer": 0, "policy": "global",
+           "ub": "0", "lb": "0", "ub_source": "s", "lb_source": "s", "status": "OPTIMAL",
+           "phy2log": [0, 1], "params": {}}
+    path.write_text(json.dumps({"format_version": 1, "entries": [row]}))
+    (read,) = read_reference(path)
+    assert (read.ub, read.lb, read.phy2log) == (0, 0, [])
+    with pytest.raises(BadInput, match=f"^{tmp_path / 'absent.json'}: no such file$"):
+        read_reference(tmp_path / "absent.json")
+    path.write_text('{"entries": [{"ub": "1/0"}]}')
+    with pytest.raises(BadInput, match=r"reference.json: malformed reference file \(ZeroDivisionError"):
+        read_reference(path)
+
+
+def _instance(name, num_layers=2, num_experts=4, topology=(6, 2, 1, 2)):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=f"set/{name}", content_hash=f"hash-{name}", num_layers=num_layers,
+                           num_experts=num_experts, topology=Topology(*topology))
+
+
+def test_check_for_set_keeps_its_own_entries_and_skips_other_sets():
+    mine, also = entry("3", "2", "s"), entry("4", "4", "s", layer=1)
+    foreign = [ReferenceEntry(f"other/{k}", f"hash-o{k}", 0, "global", 1, 1, "s", "s")
+               for k in range(2)]
+    kept = check_for_set([foreign[0], mine, foreign[1], also], [_instance("a")], "ref.json")
+    assert kept == [mine, also]
+    with pytest.raises(BadInput, match="ref.json: an entry names set/a layer 2"):
+        check_for_set([entry("3", "2", "s", layer=2)], [_instance("a")], "ref.json")
+
+
+def test_settled_needs_the_same_solver_with_at_least_the_limit_or_a_certificate():
+    from eplbench.reference import settled
+
+    def entries(*rows):
+        return {row.key: row for row in rows}
+
+    a = _instance("a", num_layers=1)
+    open_entry = entry("3", "2", "enum 1.0@here")
+    open_entry.params = {"time_limit": 2.0}
+    assert settled(entries(open_entry), a, "global", "enum", 2.0)
+    assert not settled(entries(open_entry), a, "global", "enum", 2.5)
+    assert not settled(entries(open_entry), a, "global", "cpsat", 1.0)
+    assert not settled(entries(open_entry), a, "hierarchical", "enum", 1.0)
+    unlimited = entry("3", "2", "enum 1.0@here")  # no time_limit recorded
+    assert not settled(entries(unlimited), a, "global", "enum", 0.5)
+    assert settled(entries(entry("3", "3", "cpsat 9@there")), a, "global", "enum", 60)
+
+
+def test_policies_for_keeps_hierarchical_only_where_the_hierarchy_divides():
+    from eplbench.reference import policies_for
+
+    both = ["global", "hierarchical"]
+    assert policies_for(_instance("a"), both) == both
+    assert policies_for(_instance("b", num_experts=5), both) == ["global"]
+    assert policies_for(_instance("b", num_experts=5), ["hierarchical"]) == []
+
+
+def test_solve_entries_tag_each_layer_with_solver_origin_and_params():
+    from eplbench.reference import solve_entries
+
+    instance = eb.load_instances("tiny")[0]
+    rows = solve_entries((instance, "global"), "enum", 1.0, 3, "host")
+    assert [row.layer for row in rows] == list(range(instance.num_layers))
+    for row in rows:
+        assert row.ub_source == row.lb_source
+        assert row.ub_source.startswith("enum ") and row.ub_source.endswith("@host")
+        assert (row.params["workers"], row.params["time_limit"]) == (3, 1.0)
+        assert (row.instance, row.instance_hash) == (instance.id, instance.content_hash)
+        assert len(row.phy2log) == instance.topology.num_replicas

@@ -363,3 +363,25 @@ def test_repacks_never_worsen_and_keep_the_hierarchy(within_nodes):
             assert after.respects_hierarchy, instance.id
         lowered += after.max_load[0] < before.max_load[0]
     assert lowered > 0
+
+
+def test_the_hierarchical_enumeration_improves_a_poor_start_and_stops_at_the_next_bound():
+    """From DeepSeek's own hierarchical placement (no local search), the enumeration over
+    group-to-node assignments reaches the brute-force optimum and proves it, on layers of 4
+    groups on 2 nodes (3 assignments): it must improve the start where that is not
+    optimal, then stop where the next assignment's bound reaches the new ub."""
+    from eplbench.solvers.enumeration import solve_hierarchical
+    from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+
+    rng = np.random.default_rng(11)
+    topo = eb.Topology(12, 4, 2, 4)
+    improved = 0
+    for _ in range(30):
+        weight = rng.integers(0, 40, 8) * rng.integers(0, 2, 8)
+        start = deepseek_placement(weight, topo, eb.Policy.HIERARCHICAL)
+        phy2log, upper, lower = solve_hierarchical(weight, topo, start, Deadline.budget(10))
+        best = optimum(weight.tolist(), *topo.as_tuple(), "hierarchical")
+        assert upper == lower == best
+        assert layer_max_load(weight, phy2log, topo, eb.Policy.HIERARCHICAL) == best
+        improved += layer_max_load(weight, start, topo) > best
+    assert improved >= 5
