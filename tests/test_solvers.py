@@ -385,3 +385,55 @@ def test_the_hierarchical_enumeration_improves_a_poor_start_and_stops_at_the_nex
         assert layer_max_load(weight, phy2log, topo, eb.Policy.HIERARCHICAL) == best
         improved += layer_max_load(weight, start, topo) > best
     assert improved >= 5
+
+
+def test_each_assignment_solves_its_heaviest_node_first_and_caches_nodes_by_groups(
+        monkeypatch):
+    """Within an assignment the node of the heaviest count-free bound is searched first
+    (it decides the assignment's value); each later node is asked only to be no worse than
+    the ub of the nodes before it, and every node is searched below the layer's current
+    ub. A node problem (its set of groups) proven once is never searched again."""
+    from eplbench.solvers import enumeration
+    from eplbench.solvers.bounds import count_free_bound
+    from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+
+    searched = []
+    calls = []
+    real_search = enumeration.solve_global
+
+    def spy_search(weight, topology, start, deadline, cutoff):
+        searched.append(tuple(weight))
+        return real_search(weight, topology, start, deadline, cutoff)
+
+    real_node = enumeration._solve_node
+
+    def spy_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache):
+        result = real_node(weight, groups, experts, node_topology, cutoff, enough, deadline,
+                           cache)
+        bound = count_free_bound(weight[experts], node_topology.num_replicas,
+                                 node_topology.num_gpus)[0]
+        calls.append((tuple(groups), bound, cutoff, enough, result[1]))
+        return result
+
+    monkeypatch.setattr(enumeration, "solve_global", spy_search)
+    monkeypatch.setattr(enumeration, "_solve_node", spy_node)
+    rng = np.random.default_rng(3)
+    topo = eb.Topology(18, 6, 3, 6)  # 15 assignments of 3 nodes; a pair of groups recurs
+    later_nodes = 0
+    for _ in range(12):
+        weight = rng.integers(1, 40, 12)
+        searched.clear()
+        calls.clear()
+        start = deepseek_placement(weight, topo, eb.Policy.HIERARCHICAL)
+        upper = layer_max_load(weight, start, topo)
+        enumeration.solve_hierarchical(weight, topo, start, Deadline.budget(10))
+        assert len(searched) == len(set(searched))  # each node problem at most once
+        for nodes in zip(calls[::3], calls[1::3], calls[2::3]):  # one assignment
+            assert [node[1] for node in nodes] == sorted((node[1] for node in nodes),
+                                                         reverse=True)
+            assert [node[3] for node in nodes] == [None, nodes[0][4],
+                                                   max(nodes[0][4], nodes[1][4])]
+            assert {node[2] for node in nodes} == {nodes[0][2]} and nodes[0][2] <= upper
+            upper = min(upper, max(node[4] for node in nodes))
+            later_nodes += 2
+    assert later_nodes >= 20
