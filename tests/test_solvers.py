@@ -437,3 +437,15 @@ def test_each_assignment_solves_its_heaviest_node_first_and_caches_nodes_by_grou
             upper = min(upper, max(node[4] for node in nodes))
             later_nodes += 2
     assert later_nodes >= 20
+
+
+def test_a_results_gap_is_relative_to_its_ub():
+    from eplbench.solvers.result import SolveResult
+
+    def result(ub, lb):
+        return SolveResult("FEASIBLE", ub, lb, None, 0.0, None, "enum")
+
+    assert result(Fraction(10), Fraction(8)).gap == 0.2
+    assert result(Fraction(7, 2), Fraction(7, 2)).gap == 0.0
+    assert result(Fraction(0), Fraction(0)).gap == 0.0
+    assert np.isnan(result(None, Fraction(3)).gap)
