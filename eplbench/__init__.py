@@ -9,6 +9,7 @@ The stable Python API of spec §9:
     ev = eb.check(weight, phy2log, topo)
     instances = eb.load_instances("small")
     results = eb.solve(weight, topo, policy="hierarchical", time_limit=10.0)
+    moved = eb.migration(old_phy2log, new_phy2log, topo)  # what a rebalance copies
 
 `solve` and `list_solvers` load the solvers (OR-Tools, numba) on first use only.
 """
@@ -18,15 +19,16 @@ from eplbench.errors import BadInput, EplbenchError, InvalidPlacement
 from eplbench.evolve import evaluate, evaluate_stage1, evaluate_stage2
 from eplbench.heuristics import Heuristic, list_heuristics, load_heuristic
 from eplbench.instances import Instance, list_instance_sets, load_instances
+from eplbench.migration import Migration, migration
 from eplbench.problem import Policy, Topology
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadInput", "EplbenchError", "Evaluation", "Heuristic", "Instance", "InvalidPlacement",
-    "Policy", "Topology", "check", "check_output", "evaluate", "evaluate_stage1",
+    "Migration", "Policy", "Topology", "check", "check_output", "evaluate", "evaluate_stage1",
     "evaluate_stage2", "list_heuristics", "list_instance_sets", "list_solvers",
-    "load_heuristic", "load_instances", "solve",
+    "load_heuristic", "load_instances", "migration", "solve",
 ]
 
 

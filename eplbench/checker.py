@@ -123,6 +123,37 @@ def check(weight, phy2log, topo: Topology, *, log2phy=None, logcnt=None) -> Eval
     return _evaluate(weight, slots, counts, topo)
 
 
+def check_plan_pair(old, new, topo: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """Two placements of the same experts on `topo` (each [L, P] or [P] ids, a tensor or
+    an array), as int64 [L, P] arrays; InvalidPlacement naming the plan that is not one
+    (reasons as `check`'s) or, with reason "mismatch", what the two do not share."""
+    old, new = _plan("old phy2log", old, topo), _plan("new phy2log", new, topo)
+    if old.shape != new.shape or old.max() != new.max():
+        raise InvalidPlacement("mismatch", f"old phy2log holds {old.max() + 1} experts in "
+                                           f"{old.shape[0]} layer(s), new phy2log "
+                                           f"{new.max() + 1} in {new.shape[0]}")
+    return old, new
+
+
+def _plan(name: str, plan, topo: Topology) -> np.ndarray:
+    """int64 [L, P] ids of a placement given as [L, P] or [P]; every id of [0, E) held in
+    every layer, E = the largest id + 1."""
+    if hasattr(plan, "detach"):
+        plan = plan.detach().cpu().numpy()
+    if type(plan) is np.ndarray and plan.ndim == 1:  # noqa: E721 - as in _int_array
+        plan = plan[None, :]
+    rows = plan.shape[0] if type(plan) is np.ndarray and plan.ndim else 1  # noqa: E721
+    slots = _int_array(name, plan, (rows, topo.num_replicas))
+    if slots.size == 0 or slots.min() < 0:
+        raise InvalidPlacement("range", f"{name} holds negative ids or none")
+    counts = _expert_counts(slots, int(slots.max()) + 1)
+    if np.any(counts == 0):
+        layer, expert = np.argwhere(counts == 0)[0]
+        raise InvalidPlacement("missing_expert", f"{name} leaves expert {expert} of layer "
+                                                 f"{layer} without a slot")
+    return slots
+
+
 def _int_array(name: str, value, shape) -> np.ndarray:
     """The int64 numpy copy of an integer tensor or array that must have `shape` (None:
     3-D); values of an unsigned dtype past int64 are out of range."""
