@@ -497,7 +497,8 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     view = Table(title=f"replay of {name}: {len(instances) - 1} served windows, {topo}, "
                        f"{policies[0]} policy")
     for column in ["heuristic", "valid", "replay balancedness", "gap to hindsight mean / max",
-                   "hindsight certified", "gap to best fixed plan", "co-located", "planning ms"]:
+                   "hindsight certified", "gap to best fixed plan", "co-located",
+                   "moved / layer (inter-node)", "relabelled", "planning ms"]:
         view.add_column(column, justify="left" if column == "heuristic" else "right")
     for row in summary.itertuples():
         view.add_row(row.heuristic, row.valid, _fmt(row.replay_balancedness, "{:.4f}"),
@@ -506,12 +507,20 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
                      _fmt(row.hindsight_certified, "{:.0%}"),
                      f"{_fmt(row.fixed_plan_gap_lo, '{:+.3%}')} .. "
                      f"{_fmt(row.fixed_plan_gap_hi, '{:+.3%}')}",
-                     _fmt(row.colocated, "{:.1%}"), _fmt(row.planning_ms, "{:.3g}"))
+                     _fmt(row.colocated, "{:.1%}"),
+                     f"{_fmt(row.moved, '{:.1f}')} ({_fmt(row.moved_inter_node, '{:.1f}')})",
+                     f"{_fmt(row.relabelled_moved, '{:.1f}')} "
+                     f"({_fmt(row.relabelled_inter_node, '{:.1f}')})",
+                     _fmt(row.planning_ms, "{:.3g}"))
     stdout.print(view)
     certified = summary.hindsight_certified.min()
     stdout.print("gap to hindsight: (served max load - the served window's optimum) / optimum, "
                  "mean and max over windows" + ("" if certified == 1 else
                  "; an upper end where hindsight is not certified (--solve-time)"))
+    stdout.print("moved / layer: expert weights a GPU receives at each rebalance (it did not "
+                 "hold them under the plan before), mean over rebalances and layers, "
+                 "inter-node ones in brackets; relabelled: the same plans renumbered to keep "
+                 "the most weights in place (docs/migration.md)")
     stdout.print("gap to best fixed plan: lo .. hi, the summed load's gap to the best single "
                  "plan found in hindsight (lo, against that plan) and to a lower bound on any "
                  "single plan (hi); the true gap lies between")

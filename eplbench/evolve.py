@@ -216,7 +216,7 @@ def _replay_balancedness(program: str, policy: str | None) -> float:
 
     windows = window_instances(simulated_windows(**REPLAY_SHAPE), Topology(*REPLAY_TOPOLOGY),
                                "evaluate-replay", policy)
-    rows = replay_rows([program], windows, _options())
+    rows = replay_rows([program], windows, _options(), rebalance_cost=False)
     mine = rows[rows.heuristic == program]
     _raise_first_failure(mine)
     return float(instance_summary(mine).balancedness.mean())

@@ -22,16 +22,23 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from eplbench.checker import check
+from eplbench.checker import check, check_output
+from eplbench.errors import InvalidPlacement
 from eplbench.executors import run_units
 from eplbench.instances import Instance
+from eplbench.migration import migration
 from eplbench.problem import Topology
 from eplbench.reference import ReferenceEntry, policies_for, solve_entries
+from eplbench.relabel import relabel
 from eplbench.runner import (RunOptions, heuristic_specs, measure, rows_of_units, scored_rows,
                              with_ratio)
 
 # the ADRS evaluator's topology: 288 slots, 8 groups, 4 nodes, 32 GPUs
 ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
+# a replay row's [P] plan for its layer, kept until the rebalance cost is added
+PLAN = "_plan"
+REBALANCE_COLUMNS = ["moved", "moved_inter_node", "moved_bytes", "moved_seconds",
+                     "relabelled_moved", "relabelled_inter_node"]
 
 
 @dataclass(frozen=True)
@@ -64,23 +71,69 @@ def simulated_windows(num_layers: int, num_experts: int, num_windows: int, seed:
 
 
 def replay_rows(heuristics: list[str], windows: list[Instance],
-                options: RunOptions = RunOptions(), on_unit=None) -> pd.DataFrame:
+                options: RunOptions = RunOptions(), on_unit=None,
+                rebalance_cost: bool = True) -> pd.DataFrame:
     """Results-table rows of every heuristic (and the baseline) planned on each window and
-    served on the next; instance = the served window, planned_on = the window planned on.
+    served on the next; instance = the served window, planned_on = the window planned on;
+    with each rebalance's cost (`add_rebalance_cost`) unless `rebalance_cost` is False.
     on_unit(index, rows) is called as each window pair finishes."""
     specs = heuristic_specs(heuristics, options.baseline)
     step = partial(replay_step, windows=windows, specs=specs, options=options)
-    return pd.DataFrame(rows_of_units(step, list(range(len(windows) - 1)), options, on_unit))
+    rows = rows_of_units(step, list(range(len(windows) - 1)), options, on_unit)
+    if rebalance_cost:
+        return add_rebalance_cost(rows, windows)
+    return pd.DataFrame(rows).drop(columns=PLAN)
 
 
 def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
                 options: RunOptions) -> list[dict]:
-    """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]."""
+    """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]. Each row
+    of a placement carries its layer's plan under PLAN (for `add_rebalance_cost`)."""
     plan, served = windows[index], windows[index + 1]
     measurements = measure(plan, specs, options)
-    rows = [{**row, "planned_on": plan.id} for name, spec in specs.items()
-            for row in scored_rows(name, served, measurements[spec])]
+    rows = []
+    for name, spec in specs.items():
+        mine = scored_rows(name, served, measurements[spec])
+        placement = _placement(measurements[spec].output, served)
+        for row in mine:
+            rows.append({**row, "planned_on": plan.id, PLAN: None if placement is None
+                         else placement[row["layer"]]})
     return with_ratio(rows, measurements[specs[options.baseline]], options)
+
+
+def _placement(output, served: Instance) -> np.ndarray | None:
+    """[L, P] int64 phy2log of a heuristic's output, None when the checker refuses it."""
+    try:
+        return check_output(served.weight, output, served.topology).phy2log
+    except InvalidPlacement:
+        return None
+
+
+def add_rebalance_cost(rows: list[dict], windows: list[Instance]) -> pd.DataFrame:
+    """The rows as a table with what each rebalance copies: per heuristic and layer, its
+    plan for a served window against its own plan for the window before (`migration`),
+    as it came and relabelled (`relabel`) to keep the most weights in place. NaN on the
+    first served window and where either plan is missing; the PLAN column is dropped.
+
+    Columns: moved (weights received), moved_inter_node, moved_bytes, moved_seconds, and
+    relabelled_moved, relabelled_inter_node."""
+    table = pd.DataFrame(rows)
+    order = {instance.id: index for index, instance in enumerate(windows)}
+    columns = {name: np.full(len(table), np.nan) for name in REBALANCE_COLUMNS}
+    topology = windows[0].topology
+    for _, group in table.groupby(["heuristic", "layer"], sort=False):
+        ranked = group.sort_values("planned_on", key=lambda ids: ids.map(order))
+        plans, positions = ranked[PLAN].tolist(), ranked.index.tolist()
+        for before, after, position in zip(plans, plans[1:], positions[1:]):
+            if before is None or after is None:
+                continue
+            moved = migration(before, after, topology)
+            kept = migration(before, relabel(before, after, topology), topology)
+            for name, value in zip(REBALANCE_COLUMNS,
+                                   [moved.received, moved.inter_node, moved.bytes,
+                                    moved.seconds, kept.received, kept.inter_node]):
+                columns[name][position] = value[0]
+    return table.drop(columns=PLAN).assign(**columns)
 
 
 def hindsight_entries(served: list[Instance], policies: list[str], solver: str,
@@ -119,7 +172,8 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
     """One row per heuristic: replay balancedness (mean over served windows), gap to the
     hindsight optimum (mean / max over windows, `gap_hi`), the share of served windows whose
     hindsight is certified, the gap of its summed load to the best fixed plan (an interval:
-    against the plan's ub and lb) and its median planning time. `table`: replay rows with
+    against the plan's ub and lb), its median planning time and, where the table has them,
+    the means over rebalances and layers of the REBALANCE_COLUMNS. `table`: replay rows with
     the hindsight reference attached; plans: policy -> FixedPlan."""
     from eplbench.gaps import instance_gaps
     from eplbench.reports.tables import instance_summary
@@ -144,6 +198,8 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
                      "hindsight_certified": mine.certified.mean(),
                      "fixed_plan_gap_lo": fixed[0], "fixed_plan_gap_hi": fixed[1],
                      "colocated": windows.colocated_share.mean(),
+                     **{name: group[name].mean() for name in REBALANCE_COLUMNS
+                        if name in group},
                      "planning_ms": 1e3 * windows.runtime_s.median(),
                      "breach": breaches.iloc[0] if len(breaches) else "",
                      "breach_gap_mean": mine[~mine.valid].gap_hi.mean()})

@@ -39,6 +39,35 @@ def test_each_plan_is_scored_on_the_next_window(replayed):
                 zip(mine.max_load_num, mine.max_load_den)] == list(expected)
 
 
+def test_each_rebalance_costs_what_the_heuristics_own_plans_move(replayed):
+    """Per heuristic and layer, the plan for a served window against its own plan for the
+    window before: weights moved as `eb.migration` counts them, relabelled no more; none
+    before the first rebalance."""
+    from eplbench.relabel import relabel
+
+    windows, table, _ = replayed
+    heuristic = eb.load_heuristic("deepseek_fast")
+    plans = [heuristic(torch.from_numpy(w.weight), *TOPOLOGY.as_tuple())[0] for w in windows]
+    mine = table[table.heuristic == "deepseek_fast"]
+    first = mine[mine.instance == windows[1].id]
+    assert first[["moved", "relabelled_moved", "moved_seconds"]].isna().all().all()
+    moved_somewhere = 0
+    for before, after, served in zip(plans, plans[1:], windows[2:]):
+        rows = mine[mine.instance == served.id].sort_values("layer")
+        moved = eb.migration(before, after, TOPOLOGY)
+        kept = eb.migration(before, relabel(before, after, TOPOLOGY), TOPOLOGY)
+        assert rows.moved.tolist() == moved.received.tolist()
+        assert rows.moved_inter_node.tolist() == moved.inter_node.tolist()
+        assert rows.moved_bytes.tolist() == moved.bytes.tolist()
+        assert rows.moved_seconds.tolist() == moved.seconds.tolist()
+        assert rows.relabelled_moved.tolist() == kept.received.tolist()
+        assert rows.relabelled_inter_node.tolist() == kept.inter_node.tolist()
+        assert (rows.relabelled_moved <= rows.moved).all()
+        moved_somewhere += int(moved.received.sum())
+    assert moved_somewhere > 0
+    assert table.groupby("heuristic").moved.count().eq(3 * 2).all()  # 3 rebalances x 2 layers
+
+
 def test_no_heuristic_beats_the_hindsight_optimum(replayed):
     windows, table, hindsight = replayed
     by_key = {entry.key: entry for entry in hindsight}
