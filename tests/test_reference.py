@@ -255,6 +255,10 @@ def test_check_for_set_keeps_its_own_entries_and_skips_other_sets():
     assert kept == [mine, also]
     with pytest.raises(BadInput, match="ref.json: an entry names set/a layer 2"):
         check_for_set([entry("3", "2", "s", layer=2)], [_instance("a")], "ref.json")
+    stale = ReferenceEntry("set/a", "hash-old", 0, "global", 1, 1, "s", "s")
+    with pytest.raises(BadInput, match=r"^ref.json: the entry for set/a holds a content hash "
+                                       r"that matches no instance of the set \(stale or edited\)$"):
+        check_for_set([stale], [_instance("a")], "ref.json")
 
 
 def test_settled_needs_the_same_solver_with_at_least_the_limit_or_a_certificate():
