@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import eplbench as eb
 from eplbench.solvers import list_solvers, solve
 from eplbench.solvers.bounds import replica_bound
+from eplbench.solvers.layer import hierarchy_bound
 from eplbench.solvers.work import Deadline
 
 from brute_force import optimum, packings
@@ -397,22 +398,25 @@ def test_each_assignment_solves_its_heaviest_node_first_and_caches_nodes_by_grou
     from eplbench.solvers.bounds import count_free_bound
     from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 
-    searched = []
+    searched, asked = [], []
     calls = []
     real_search = enumeration.solve_global
 
     def spy_search(weight, topology, start, deadline, cutoff):
         searched.append(tuple(weight))
+        asked.append(cutoff)
         return real_search(weight, topology, start, deadline, cutoff)
 
     real_node = enumeration._solve_node
 
     def spy_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache):
+        before = len(asked)
         result = real_node(weight, groups, experts, node_topology, cutoff, enough, deadline,
                            cache)
         bound = count_free_bound(weight[experts], node_topology.num_replicas,
                                  node_topology.num_gpus)[0]
         calls.append((tuple(groups), bound, cutoff, enough, result[1]))
+        assert asked[before:] in ([], [cutoff])  # a search, if any, only below the cutoff
         return result
 
     monkeypatch.setattr(enumeration, "solve_global", spy_search)
@@ -449,3 +453,104 @@ def test_a_results_gap_is_relative_to_its_ub():
     assert result(Fraction(7, 2), Fraction(7, 2)).gap == 0.0
     assert result(Fraction(0), Fraction(0)).gap == 0.0
     assert np.isnan(result(None, Fraction(3)).gap)
+
+
+def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_bounds(
+        monkeypatch):
+    """Nodes of 5 GPUs of 4 slots (beyond the completion search): each node search is local
+    search with kicks, from DeepSeek's placement the first time and from the cached one
+    after (seeded by the searches so far), stopping once no worse than the nodes before it
+    or at the node's count-free bound; a cached node is reused while it is proven, its lb
+    reaches the cutoff, or its ub is enough. The result's ub is its placement's load and
+    its lb no more than the ub."""
+    from eplbench.solvers import enumeration
+    from eplbench.solvers.bounds import count_free_bound
+    from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+
+    topo = eb.Topology(60, 6, 3, 15)
+    node_topology = eb.Topology(20, 1, 1, 5)
+    searches, improves = [], []
+    real_node, real_improve = enumeration._solve_node, enumeration.improve_placement
+
+    def spy_node(weight, groups, experts, node_topo, cutoff, enough, deadline, cache):
+        before = cache.get(tuple(groups))
+        result = real_node(weight, groups, experts, node_topo, cutoff, enough, deadline,
+                           cache)
+        searches.append((tuple(groups), weight[experts], cutoff, enough, before, result,
+                         cache[tuple(groups)], len(improves)))
+        return result
+
+    def spy_improve(weight, phy2log, topology, within_nodes, deadline, kicks, enough, seed,
+                    descended):
+        improves.append((tuple(weight), phy2log.copy(), within_nodes, kicks, enough, seed,
+                         descended))
+        return real_improve(weight, phy2log, topology, within_nodes, deadline, kicks, enough,
+                            seed=seed, descended=descended)
+
+    monkeypatch.setattr(enumeration, "improve_placement", spy_improve)
+    rng = np.random.default_rng(8)
+    weight = rng.integers(1, 1000, 24)
+    start = deepseek_placement(weight, topo, eb.Policy.HIERARCHICAL)
+    phy2log, upper, lower = enumeration.solve_hierarchical(weight, topo, start,
+                                                           Deadline.budget(0.3))
+    assert upper == layer_max_load(weight, phy2log, topo, eb.Policy.HIERARCHICAL)
+    assert lower <= upper
+
+    # one node's problem asked again and again, as the enumeration would; budgets large
+    # enough that the wall clock's safety net (4 t + 1 s) never stops a search here
+    cache, experts, huge = {}, np.arange(8), Fraction(10**9)
+    improves.clear()
+    _, ub, lb = spy_node(weight, (0, 1), experts, node_topology, huge, None,
+                         Deadline.budget(0.5), cache)
+    assert lb < ub  # not proven: the asks below reuse it or search on
+    middle = (lb + ub) / 2
+    for cutoff, enough in [(huge, middle), (huge, None), (huge, huge), (lb, middle)]:
+        spy_node(weight, (0, 1), experts, node_topology, cutoff, enough,
+                 Deadline.budget(0.5), cache)
+    calls_before, reused, searched_again = 0, 0, 0
+    for groups, sub, cutoff, enough, before, result, stored, calls in searches:
+        bound = count_free_bound(sub, 20, 5)[0]
+        if before is not None and (before[0][1] == before[0][2] or before[0][2] >= cutoff
+                                   or (enough is not None and before[0][1] <= enough)):
+            assert result is before[0] and stored is before and calls == calls_before
+            reused += 1
+        else:
+            assert calls == calls_before + 1
+            sub_weight, begin, within, kicks, stop, seed, descended = improves[calls - 1]
+            assert sub_weight == tuple(sub) and not within and kicks
+            assert stop == (bound if enough is None else max(bound, enough))
+            if before is None:
+                assert seed == 0 and not descended
+                assert begin.tolist() == deepseek_placement(
+                    sub, node_topology, eb.Policy.GLOBAL).tolist()
+            else:
+                assert seed == before[1] and descended
+                assert begin.tolist() == before[0][0].tolist()
+                searched_again += 1
+            assert stored == (result, 1 if before is None else before[1] + 1)
+            assert result[1] == layer_max_load(sub, result[0], node_topology)
+            assert result[2] == min(bound, result[1])
+        calls_before = calls
+    assert reused >= 2 and searched_again >= 1, (reused, searched_again)
+
+
+def test_a_hierarchical_search_out_of_budget_returns_its_start_and_open_bounds():
+    from eplbench.solvers.enumeration import solve_hierarchical
+    from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+
+    topo = eb.Topology(12, 4, 2, 4)
+    weight = np.array([30, 1, 29, 2, 17, 16, 3, 31])
+    start = deepseek_placement(weight, topo, eb.Policy.HIERARCHICAL)
+    phy2log, upper, lower = solve_hierarchical(weight, topo, start, Deadline.budget(0))
+    assert phy2log is start and upper == layer_max_load(weight, start, topo)
+    assert lower == min(upper, hierarchy_bound(weight, topo))
+
+
+def test_group_to_node_assignments_are_counted_exactly():
+    from eplbench.solvers.completion import EnumerationTooLarge
+    from eplbench.solvers.enumeration import balanced_assignments
+
+    splits = balanced_assignments(8, 4)  # DeepSeek-V3's 8 groups on 4 nodes
+    assert len(splits) == len({frozenset(map(frozenset, s)) for s in splits}) == 105
+    with pytest.raises(EnumerationTooLarge, match="^2027025 group-to-node assignments$"):
+        balanced_assignments(16, 8)
