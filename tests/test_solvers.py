@@ -554,3 +554,13 @@ def test_group_to_node_assignments_are_counted_exactly():
     assert len(splits) == len({frozenset(map(frozenset, s)) for s in splits}) == 105
     with pytest.raises(EnumerationTooLarge, match="^2027025 group-to-node assignments$"):
         balanced_assignments(16, 8)
+
+
+def test_the_node_mean_bound_is_zero_where_the_assignments_are_too_many():
+    """A bound of 0 tells `solve_layer` the enumeration cannot take the hierarchy (16
+    groups on 8 nodes: 2,027,025 assignments), whatever the loads; where it can, the
+    bound is the heaviest node's mean of the best assignment."""
+    weight = np.ones(16, dtype=np.int64)
+    assert hierarchy_bound(weight, eb.Topology(32, 16, 8, 16)) == 0
+    # groups {4, 0} and {1, 1}: the heavier node carries 4 over its 2 GPUs
+    assert hierarchy_bound(np.array([4, 1, 1, 0]), eb.Topology(8, 4, 2, 4)) == 2
