@@ -8,13 +8,13 @@ import numpy as np
 
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound, node_mean_bound
-from eplbench.solvers.completion import solve_global, too_large
+from eplbench.solvers.completion import solve_global
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
                                           solve_hierarchical)
-from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
+from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.joint import solve_joint
-from eplbench.solvers.local_search import improve_placement
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
+from eplbench.solvers.start import best_start
 from eplbench.solvers.work import Deadline
 
 
@@ -23,12 +23,6 @@ from eplbench.solvers.work import Deadline
 # 3.9e-5, and small global from 61 to 65 of 80 layers certified at 10 s (the joint model
 # certified none of the layers the enumeration left)
 ENUM_SHARE = 0.9
-# share of the time limit local search (re-splits, count moves) on the starting placements
-# gets: at most (it stops at a local optimum; only on DeepSeek-V3-size layers solved node by
-# node does it use the whole share, time the nodes need more), and on problems beyond the
-# completion search
-LOCAL_SEARCH_SHARE = 0.05
-LARGE_LOCAL_SEARCH_SHARE = 0.5
 
 
 def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: str,
@@ -83,36 +77,6 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
         params["stopped"] = "wall clock"
     return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
                        solver_name, params, backend_class.version, source)
-
-
-def best_start(weight: np.ndarray, topology: Topology, policy: Policy, deadline: Deadline,
-               lower, by_nodes: bool = False) -> np.ndarray:
-    """[P] the best DeepSeek placement after local search; under the global policy
-    DeepSeek's hierarchical placement (other counts, also valid) is tried too, unless the
-    first already meets `lower`.
-
-    Where the completion search takes the problem, or the enumeration takes it node by
-    node (`by_nodes`), local search stops at a local optimum within LOCAL_SEARCH_SHARE of
-    the work left before `deadline`; beyond them, local search is the main search and goes
-    on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a
-    lower bound, tokens)."""
-    large = bool(too_large(topology)) and topology.slots_per_gpu > 2 and not by_nodes
-    portion = deadline.share(LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE)
-    policies = [policy]
-    if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
-        policies.append(Policy.HIERARCHICAL)
-    within_nodes = policy is Policy.HIERARCHICAL
-    best, best_load = None, None
-    for index, start_policy in enumerate(policies):
-        start = improve_placement(weight, deepseek_placement(weight, topology, start_policy),
-                                  topology, within_nodes,
-                                  portion.share(1 / (len(policies) - index)), large, lower)
-        load = layer_max_load(weight, start, topology)
-        if best is None or load < best_load:
-            best, best_load = start, load
-        if best_load <= lower:
-            break
-    return best
 
 
 def hierarchy_bound(weight: np.ndarray, topology: Topology):
