@@ -488,6 +488,7 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
                             seed=seed, descended=descended)
 
     monkeypatch.setattr(enumeration, "improve_placement", spy_improve)
+    monkeypatch.setattr(enumeration, "_solve_node", spy_node)
     rng = np.random.default_rng(8)
     weight = rng.integers(1, 1000, 24)
     start = deepseek_placement(weight, topo, eb.Policy.HIERARCHICAL)
@@ -495,6 +496,12 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
                                                            Deadline.budget(0.3))
     assert upper == layer_max_load(weight, phy2log, topo, eb.Policy.HIERARCHICAL)
     assert lower <= upper
+    # within an assignment, each later node need only match the worst ub before it
+    assert len(searches) >= 3
+    for nodes in zip(searches[::3], searches[1::3], searches[2::3]):
+        assert [node[3] for node in nodes] == [None, nodes[0][5][1],
+                                               max(nodes[0][5][1], nodes[1][5][1])]
+    searches.clear()
 
     # one node's problem asked again and again, as the enumeration would; budgets large
     # enough that the wall clock's safety net (4 t + 1 s) never stops a search here
@@ -504,7 +511,10 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
                          Deadline.budget(0.5), cache)
     assert lb < ub  # not proven: the asks below reuse it or search on
     middle = (lb + ub) / 2
-    for cutoff, enough in [(huge, middle), (huge, None), (huge, huge), (lb, middle)]:
+    for cutoff, enough in [(huge, middle), (huge, None), (huge, "ub"), (huge, huge),
+                           (lb, middle)]:
+        if enough == "ub":  # exactly the cached ub: enough
+            enough = cache[(0, 1)][0][1]
         spy_node(weight, (0, 1), experts, node_topology, cutoff, enough,
                  Deadline.budget(0.5), cache)
     calls_before, reused, searched_again = 0, 0, 0
@@ -531,7 +541,7 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
             assert result[1] == layer_max_load(sub, result[0], node_topology)
             assert result[2] == min(bound, result[1])
         calls_before = calls
-    assert reused >= 2 and searched_again >= 1, (reused, searched_again)
+    assert reused >= 3 and searched_again >= 1, (reused, searched_again)
 
 
 def test_a_hierarchical_search_out_of_budget_returns_its_start_and_open_bounds():
