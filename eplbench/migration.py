@@ -63,11 +63,9 @@ def migration(old_phy2log, new_phy2log, topo: Topology, *,
     """
     old, new = check_plan_pair(old_phy2log, new_phy2log, topo)
     num_experts = int(old.max()) + 1
-    old_held, new_held = (_held(plan, topo, num_experts) for plan in (old, new))
+    old_held, new_held = (held_experts(plan, topo, num_experts) for plan in (old, new))
     arriving = new_held & ~old_held  # [L, G, E]
-    node_held = old_held.reshape(old.shape[0], topo.num_nodes, topo.gpus_per_node,
-                                 num_experts).any(2)
-    from_node = arriving & np.repeat(node_held, topo.gpus_per_node, axis=1)
+    from_node = arriving & on_node(old_held, topo)
     intra_per_gpu = from_node.sum(-1)  # [L, G]
     inter_per_gpu = arriving.sum(-1) - intra_per_gpu
     received = (intra_per_gpu + inter_per_gpu).sum(-1)
@@ -79,10 +77,17 @@ def migration(old_phy2log, new_phy2log, topo: Topology, *,
                      bytes=received * int(expert_bytes), seconds=seconds.astype(np.float64))
 
 
-def _held(plan: np.ndarray, topo: Topology, num_experts: int) -> np.ndarray:
-    """[L, G, E] bool: whether GPU g holds expert e in layer l."""
+def held_experts(plan: np.ndarray, topo: Topology, num_experts: int) -> np.ndarray:
+    """[L, G, E] bool: whether GPU g holds expert e in layer l; plan: [L, P] ids."""
     num_layers = plan.shape[0]
     held = np.zeros((num_layers, topo.num_gpus, num_experts), dtype=bool)
     gpu_of_slot = np.arange(topo.num_replicas) // topo.slots_per_gpu
     held[np.arange(num_layers)[:, None], gpu_of_slot[None, :], plan] = True
     return held
+
+
+def on_node(held: np.ndarray, topo: Topology) -> np.ndarray:
+    """[L, G, E] bool: whether some GPU of g's node holds e, from `held` ([L, G, E])."""
+    num_layers, _, num_experts = held.shape
+    per_node = held.reshape(num_layers, topo.num_nodes, topo.gpus_per_node, num_experts)
+    return np.repeat(per_node.any(2), topo.gpus_per_node, axis=1)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from eplbench.checker import check_plan_pair
+from eplbench.migration import held_experts, on_node
 from eplbench.problem import Topology
 
 
@@ -58,13 +59,10 @@ def _gpu_costs(old_gpus: np.ndarray, new_gpus: np.ndarray, topo: Topology,
     """[G new GPUs, G old positions] int64: weights the new GPU would receive at that
     position, times (G x S + 1), plus those of them no GPU of the position's node held
     (fewest weights first, then fewest across nodes)."""
-    num_gpus = topo.num_gpus
-    old_held = np.zeros((num_gpus, num_experts), dtype=np.int64)
-    new_held = np.zeros((num_gpus, num_experts), dtype=np.int64)
-    old_held[np.arange(num_gpus)[:, None], old_gpus] = 1
-    new_held[np.arange(num_gpus)[:, None], new_gpus] = 1
-    node_held = old_held.reshape(topo.num_nodes, topo.gpus_per_node, num_experts).max(1)
-    position_node_held = np.repeat(node_held, topo.gpus_per_node, axis=0)
+    old_held, new_held = (held_experts(gpus.reshape(1, -1), topo, num_experts)
+                          for gpus in (old_gpus, new_gpus))
+    position_node_held = on_node(old_held, topo)[0].astype(np.int64)
+    old_held, new_held = old_held[0].astype(np.int64), new_held[0].astype(np.int64)
     received = new_held.sum(1)[:, None] - new_held @ old_held.T
     across = new_held.sum(1)[:, None] - new_held @ position_node_held.T
     return received * (topo.num_replicas + 1) + across

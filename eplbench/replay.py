@@ -22,8 +22,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from eplbench.checker import check, check_output
-from eplbench.errors import InvalidPlacement
+from eplbench.checker import check
 from eplbench.executors import run_units
 from eplbench.instances import Instance
 from eplbench.migration import migration
@@ -94,19 +93,19 @@ def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
     rows = []
     for name, spec in specs.items():
         mine = scored_rows(name, served, measurements[spec])
-        placement = _placement(measurements[spec].output, served)
+        # rows with loads are the ones the checker accepted (a policy breach keeps them)
+        placement = (_phy2log(measurements[spec].output) if "max_load_num" in mine[0]
+                     else None)
         for row in mine:
             rows.append({**row, "planned_on": plan.id, PLAN: None if placement is None
                          else placement[row["layer"]]})
     return with_ratio(rows, measurements[specs[options.baseline]], options)
 
 
-def _placement(output, served: Instance) -> np.ndarray | None:
-    """[L, P] int64 phy2log of a heuristic's output, None when the checker refuses it."""
-    try:
-        return check_output(served.weight, output, served.topology).phy2log
-    except InvalidPlacement:
-        return None
+def _phy2log(output) -> np.ndarray:
+    """[L, P] int64 phy2log of an output the checker has accepted (a tuple of arrays, or
+    phy2log alone)."""
+    return np.asarray(output[0] if isinstance(output, tuple) else output, dtype=np.int64)
 
 
 def add_rebalance_cost(rows: list[dict], windows: list[Instance]) -> pd.DataFrame:
