@@ -52,18 +52,25 @@ FRESH_SOLVE_SECONDS = 2.0
 
 
 def evaluate(program: str, policy: str | None = None) -> dict:
-    """Stage 1, then stage 2 when stage 1 passed (its metrics merged in)."""
-    first = evaluate_stage1(program, policy)
-    if "error" in first:
-        return first
-    return {**first, **evaluate_stage2(program, policy)}
+    """Stage 1, then stage 2 when stage 1 passed (its metrics merged in); the program's and
+    the yardstick's processes are started once for both."""
+    from eplbench.runner import kept_sandboxes
+
+    with kept_sandboxes():
+        first = evaluate_stage1(program, policy)
+        if "error" in first:
+            return first
+        return {**first, **evaluate_stage2(program, policy)}
 
 
 def evaluate_stage1(program: str, policy: str | None = None) -> dict:
     """Validity on the tiny set and the speedup over `deepseek_fast` on the V3 shape."""
+    from eplbench.runner import kept_sandboxes
+
     try:
-        _run(program, _sets(STAGE1_SETS, policy))
-        speedup = _speedup(program, policy)
+        with kept_sandboxes():
+            _run(program, _sets(STAGE1_SETS, policy))
+            speedup = _speedup(program, policy)
     except _Failed as failed:
         return failed.failure
     return {"combined_score": speed_score(speedup), "validity": 1.0, "speedup": speedup}
@@ -72,11 +79,13 @@ def evaluate_stage1(program: str, policy: str | None = None) -> dict:
 def evaluate_stage2(program: str, policy: str | None = None) -> dict:
     """Mean and max gap on the reference sets, replay balancedness, speedup."""
     from eplbench.gaps import instance_gaps
+    from eplbench.runner import kept_sandboxes
 
     try:
-        table = _run(program, _sets(STAGE2_SETS, policy) + [_fresh_set(policy)])
-        replay = _replay_balancedness(program, policy)
-        speedup = _speedup(program, policy)
+        with kept_sandboxes():
+            table = _run(program, _sets(STAGE2_SETS, policy) + [_fresh_set(policy)])
+            replay = _replay_balancedness(program, policy)
+            speedup = _speedup(program, policy)
     except _Failed as failed:
         return failed.failure
     gaps = instance_gaps(table)

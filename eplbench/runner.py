@@ -11,6 +11,7 @@ Units run in this process, a local process pool or a Dask cluster (`executors`).
 from __future__ import annotations
 
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -99,7 +100,8 @@ def rows_of_units(unit: Callable, units: list, options: RunOptions,
             if on_unit:
                 on_unit(done_unit, unit_rows)
     finally:
-        close_sandboxes()
+        if not _kept:
+            close_sandboxes()
     return rows
 
 
@@ -162,6 +164,8 @@ def add_packing_stage(rows: list[dict], instance: Instance, phy2log: np.ndarray,
 
 
 _sandboxes: dict[float, Sandbox] = {}
+# how many `kept_sandboxes` blocks are open: while any is, runs leave the sandboxes running
+_kept = 0
 
 
 def _sandbox(time_limit: float) -> Sandbox:
@@ -170,6 +174,21 @@ def _sandbox(time_limit: float) -> Sandbox:
     if time_limit not in _sandboxes:
         _sandboxes[time_limit] = Sandbox(time_limit)
     return _sandboxes[time_limit]
+
+
+@contextmanager
+def kept_sandboxes():
+    """Within the block, this process's sandboxes outlive each run and stop at its end:
+    for several runs in a row of the same heuristics (`evaluate` runs six), which then
+    start each child process once instead of once per run (about 2 s each)."""
+    global _kept
+    _kept += 1
+    try:
+        yield
+    finally:
+        _kept -= 1
+        if not _kept:
+            close_sandboxes()
 
 
 def close_sandboxes() -> None:

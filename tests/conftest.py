@@ -26,3 +26,30 @@ def pytest_collection_modifyitems(config, items):
     if os.environ.get("MUTANT_UNDER_TEST"):
         rank = {name: index for index, name in enumerate(MUTATION_ORDER)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture
+def small_evaluation(monkeypatch):
+    """`evaluate` on less data, the same steps: stage 2 on the `small` set and one fresh
+    instance, a replay of 2 layers over 3 windows (the full evaluation takes 40 s)."""
+    from eplbench import evolve
+
+    monkeypatch.setattr(evolve, "STAGE2_SETS", ["small"])
+    monkeypatch.setattr(evolve, "FRESH_COUNT", 1)
+    monkeypatch.setattr(evolve, "REPLAY_SHAPE",
+                        {**evolve.REPLAY_SHAPE, "num_layers": 2, "num_windows": 3})
+
+
+@pytest.fixture
+def child_starts(monkeypatch) -> list:
+    """A list that gets an entry each time a sandbox child has started (loaded its heuristic)."""
+    from eplbench import sandbox
+
+    started, wait_ready = [], sandbox._Child.wait_ready
+
+    def counted(child, deadline):
+        started.append(child)
+        return wait_ready(child, deadline)
+
+    monkeypatch.setattr(sandbox._Child, "wait_ready", counted)
+    return started

@@ -215,7 +215,7 @@ def test_check_names_an_instance_by_its_short_id_and_lists_ids_on_a_typo(tmp_pat
     assert typo.exit_code == 2 and short in typo.output
 
 
-def test_evaluate_command_ranks_a_policy_breaker_last():
+def test_evaluate_command_ranks_a_policy_breaker_last(small_evaluation):
     from pathlib import Path
 
     breaker = str(Path(__file__).parent / "fixtures" / "heuristics" / "breaks_hierarchy.py")

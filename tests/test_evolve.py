@@ -11,11 +11,14 @@ from eplbench import evolve
 
 HEURISTICS = Path(__file__).parent / "fixtures" / "heuristics"
 
+pytestmark = pytest.mark.usefixtures("small_evaluation")
 
-def test_a_working_program_gets_every_metric(tmp_path):
+
+def test_a_working_program_gets_every_metric(tmp_path, child_starts):
     program = tmp_path / "port.py"
     program.write_text("from eplbench.heuristics.deepseek import rebalance_experts\n")
     result = eb.evaluate(str(program))
+    assert len(child_starts) == 2  # the program's and the yardstick's, once for all six runs
     assert "error" not in result and result["validity"] == 1.0
     assert 0 < result["mean_gap"] <= result["max_gap"] < 0.2
     assert 0 < result["replay_balancedness"] <= 1

@@ -16,7 +16,8 @@ import pandas as pd
 
 import eplbench as eb
 from eplbench.results import read_results
-from eplbench.runner import TIMING_COLUMNS, RunOptions, run_heuristics
+from eplbench import runner
+from eplbench.runner import TIMING_COLUMNS, RunOptions, kept_sandboxes, run_heuristics
 
 LOGS_CALLS = Path(__file__).parent / "fixtures" / "heuristics" / "logs_calls.py"
 
@@ -33,6 +34,18 @@ def test_calls_are_interleaved_round_by_round(tmp_path, monkeypatch):
     runs = [name for index, name in enumerate(order) if index == 0 or order[index - 1] != name]
     # warm-ups a b, round 0 a b, round 1 b a, round 2 a b
     assert runs == ["a", "b", "a", "b", "a", "b"], order
+
+
+def test_kept_sandboxes_start_each_child_once_for_several_runs(child_starts):
+    started, instances = child_starts, eb.load_instances("tiny")[:2]
+    run_heuristics(["zigzag"], instances[:1], RunOptions(repeats=1))
+    assert len(started) == 2 and not runner._sandboxes  # zigzag, deepseek; stopped at the end
+    with kept_sandboxes():
+        with kept_sandboxes():
+            run_heuristics(["zigzag"], instances[:1], RunOptions(repeats=1))
+        run_heuristics(["zigzag"], instances[1:], RunOptions(repeats=1))
+        assert len(started) == 4 and runner._sandboxes  # running until the outer block ends
+    assert not runner._sandboxes
 
 
 def test_dask_cluster_gives_the_same_rows_as_the_process_pool():
