@@ -56,7 +56,7 @@ def instances(draw):
     return weight, gpus * slots_per_gpu, groups, nodes, gpus
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_fast_equals_port(case):
     weight, *topology = case
