@@ -103,6 +103,24 @@ def test_plans_may_be_tensors_of_any_integer_dtype():
     assert as_rows(eb.migration(old, new, topo))[0][:4] == (2, 2, 0, 0)
 
 
+def test_a_one_dimensional_tensor_is_one_layer():
+    topo = eb.Topology(4, 1, 1, 2)
+    moved = eb.migration(torch.tensor([0, 1, 2, 3]), torch.tensor([2, 1, 0, 3]), topo)
+    assert as_rows(moved) == as_rows(eb.migration(np.array([[0, 1, 2, 3]]),
+                                                  np.array([[2, 1, 0, 3]]), topo))
+
+
+@pytest.mark.parametrize("old, reason, words", [
+    ([0, 1, 2, 3], "type", "old phy2log is a list, not a tensor"),
+    (np.array(3), "shape", "old phy2log has shape [], expected [1, 4]"),
+    (np.zeros((0, 4), dtype=np.int64), "range", "old phy2log holds negative ids or none"),
+])
+def test_a_plan_that_is_no_array_of_ids_is_named(old, reason, words):
+    with pytest.raises(eb.InvalidPlacement) as error:
+        eb.migration(old, np.array([0, 1, 2, 3]), eb.Topology(4, 1, 1, 2))
+    assert error.value.reason == reason and words in error.value.detail
+
+
 @pytest.mark.parametrize("old, new, reason, words", [
     ([0, 1, 2, 3], [0, 1, 3, 3], "missing_expert", "new phy2log leaves expert 2 of layer 0"),
     ([0, 1, 2, -1], [0, 1, 2, 3], "range", "old phy2log holds negative ids"),
