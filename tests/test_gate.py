@@ -292,3 +292,14 @@ def test_sets_keep_the_order_of_the_table():
                        for name in ("zeta", "alpha")], ignore_index=True)
     checks = verdicts(table, "new", "old", Limits())[0]
     assert list(dict.fromkeys(checks.set)) == ["zeta", "alpha"]
+
+
+def test_the_speed_check_counts_only_instances_the_candidate_ran_on():
+    """A results file where the candidate has no rows on instance 2 (a run cut short): the
+    speed row is timed over the two instances it ran on."""
+    from eplbench.gate import Limits, verdicts
+
+    table = synthetic([0.0] * 3, [0.0] * 3, STEADY[:3], STEADY[:3])
+    table = table[(table.heuristic == "old") | (table.instance != "s/2")]
+    row = verdicts(table, "new", "old", Limits())[0].set_index("check").loc["speed"]
+    assert row.note.startswith("over 2 instances")
