@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +56,74 @@ def test_optimal_claims_match_brute_force(truth, solver, policy):
                 certified += 1
     exact = [i for i in TINY if solver != "mip" or i.topology.num_replicas <= 9]
     assert certified >= 2 * len(exact), "tiny layers are certified within the time limit"
+
+
+@pytest.mark.parametrize("solver", ["enum", "cpsat"])
+def test_an_optimum_below_one_token_is_found_and_proven(solver):
+    """Three experts of 1 token on 4 GPUs of 2 slots: counts (4, 2, 2) give every GPU 3/4,
+    where D'Hondt's (3, 3, 2) and the greedy packing reach 5/6; no bound may round up to
+    a whole token."""
+    weight, topo = np.array([[1, 1, 1]]), eb.Topology(8, 1, 1, 4)
+    deepseek = eb.load_heuristic("deepseek")(torch.tensor(weight), 8, 1, 1, 4)[0]
+    assert eb.check(weight, deepseek, topo).max_load[0] == Fraction(5, 6)
+    assert optimum([1, 1, 1], 8, 1, 1, 4, "global") == Fraction(3, 4)
+    result = solve(weight, topo, "global", solver=solver, time_limit=5)[0]
+    assert (result.status, result.lb, result.ub) == ("OPTIMAL", Fraction(3, 4), Fraction(3, 4))
+
+
+def test_the_node_bound_is_named_where_it_decides():
+    """Groups of (10, 10) and (1, 1) on two nodes of one GPU: the hierarchy forces 20 on
+    the first node, above the mean (11) and the largest replica (10); DeepSeek's placement
+    reaches it, so no search runs and the bound's source is the node-mean bound."""
+    result = solve(np.array([[10, 10, 1, 1]]), eb.Topology(4, 2, 2, 2), "hierarchical",
+                   time_limit=5)[0]
+    assert (result.status, result.lb, result.bound_source) == ("OPTIMAL", 20, "node_mean")
+
+
+def test_a_start_that_breaks_the_hierarchy_is_refused(monkeypatch):
+    """Every placement a solve reports goes through the checker under its policy: a start
+    that spreads a group over two nodes stops a hierarchical solve."""
+    from eplbench.solvers import layer
+
+    monkeypatch.setattr(layer, "best_start", lambda *args: np.array([0, 2, 1, 3]))
+    with pytest.raises(AssertionError, match="non-hierarchical"):
+        solve(np.array([[4, 3, 2, 1]]), eb.Topology(4, 2, 2, 2), "hierarchical", time_limit=1)
+
+
+@pytest.mark.parametrize("weight, topo, policy, solver, by_nodes", [
+    ([8, 4, 3, 1], eb.Topology(8, 2, 2, 4), "hierarchical", "enum", True),
+    ([1, 0, 0, 0], eb.Topology(8, 2, 2, 4), "hierarchical", "enum", True),  # node bound 1/2
+    ([0, 0, 0, 0], eb.Topology(8, 2, 2, 4), "hierarchical", "enum", False),  # node bound 0
+    ([8, 4, 3, 1], eb.Topology(8, 2, 2, 4), "hierarchical", "cpsat", False),
+    ([8, 4, 3, 1], eb.Topology(8, 2, 2, 4), "global", "enum", False),
+])
+def test_the_start_is_kept_short_where_the_enumeration_goes_node_by_node(
+        monkeypatch, weight, topo, policy, solver, by_nodes):
+    """The enumeration solves a hierarchical layer node by node (where the node bound is
+    positive), so the start's local search stops at a local optimum; it is given the best
+    bound known before any search."""
+    from eplbench.solvers import layer
+
+    calls, best_start = [], layer.best_start
+
+    def spy(weight, topology, policy, deadline, lower, by_nodes=False):
+        calls.append((lower, by_nodes))
+        return best_start(weight, topology, policy, deadline, lower, by_nodes)
+
+    monkeypatch.setattr(layer, "best_start", spy)
+    result = solve(np.array([weight]), topo, policy, solver=solver, time_limit=2)[0]
+    expected_lower = max(replica_bound(weight, 8), Fraction(sum(weight), 4))
+    if policy == "hierarchical":
+        expected_lower = max(expected_lower, hierarchy_bound(np.array(weight), topo))
+    assert calls == [(expected_lower, by_nodes)] and result.lb >= expected_lower
+
+
+def test_a_result_records_what_the_solve_was_asked():
+    result = solve(np.array([[5, 3, 2, 1]]), eb.Topology(8, 2, 2, 4), "global", solver="enum",
+                   time_limit=1.5, workers=1, seed=7)[0]
+    assert {key: result.params[key] for key in ("time_limit", "workers", "seed", "method")} == {
+        "time_limit": 1.5, "workers": 1, "seed": 7, "method": "enum"}
+    assert result.params["work"] >= 0 and result.solver == "enum"
 
 
 def test_time_limit_zero_gives_honest_bounds(truth):

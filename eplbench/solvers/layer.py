@@ -31,7 +31,8 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     """Solve one layer (weight: [E] int64 tokens). method: "enum" or "joint".
 
     "enum" falls back to the joint model (with `backend_class`) when the enumeration is too
-    large. incumbent: optional [P] warm start, valid for `policy`.
+    large. incumbent: optional [P] start, valid for `policy`, in place of `best_start`'s
+    (the tests give DeepSeek's placement as it is).
     """
     start = time.perf_counter()
     deadline = Deadline.budget(time_limit)
