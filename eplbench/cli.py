@@ -439,7 +439,8 @@ def report(results, out):
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds per heuristic call.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
-              help="Windows planned / solved at once in local worker processes.")
+              help="Hindsight windows solved at once in local worker processes (planning "
+                   "runs window after window: each heuristic may take its previous plan).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the replay rows, with "
               "the hindsight gaps, as a results table (`eplbench report` reads it).")
 @POLICY_OPTION

@@ -15,7 +15,7 @@ checker) on window t + 1's. Two yardsticks no planner can beat:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
 
@@ -75,31 +75,45 @@ def replay_rows(heuristics: list[str], windows: list[Instance],
     """Results-table rows of every heuristic (and the baseline) planned on each window and
     served on the next; instance = the served window, planned_on = the window planned on;
     with each rebalance's cost (`add_rebalance_cost`) unless `rebalance_cost` is False.
+
+    The windows are planned in order, in this process: each heuristic that takes the plan
+    in place (`heuristics.OLD_PLAN_KEYWORDS`) is given its own latest accepted plan (none
+    for the first window; after a failure, the plan before stays in place).
     on_unit(index, rows) is called as each window pair finishes."""
     specs = heuristic_specs(heuristics, options.baseline)
-    step = partial(replay_step, windows=windows, specs=specs, options=options)
-    rows = rows_of_units(step, list(range(len(windows) - 1)), options, on_unit)
+    in_place: dict[str, np.ndarray] = {}
+
+    def step(index: int) -> list[dict]:
+        rows, placements = replay_step(index, windows, specs, options, dict(in_place))
+        in_place.update(placements)
+        return rows
+
+    in_order = replace(options, jobs=1, scheduler=None)
+    rows = rows_of_units(step, list(range(len(windows) - 1)), in_order, on_unit)
     if rebalance_cost:
         return add_rebalance_cost(rows, windows)
     return pd.DataFrame(rows).drop(columns=PLAN)
 
 
 def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
-                options: RunOptions) -> list[dict]:
-    """Plan on windows[index] (timed as in `runner`), serve windows[index + 1]. Each row
-    of a placement carries its layer's plan under PLAN (for `add_rebalance_cost`)."""
+                options: RunOptions, old_plans: dict[str, np.ndarray] | None = None
+                ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Plan on windows[index] (timed as in `runner`; old_plans: name -> its plan in place),
+    serve windows[index + 1]. Returns the rows, each row of a placement carrying its
+    layer's plan under PLAN (for `add_rebalance_cost`), and name -> [L, P] placement of
+    the heuristics whose output the checker accepted."""
     plan, served = windows[index], windows[index + 1]
-    measurements = measure(plan, specs, options)
-    rows = []
+    measurements = measure(plan, specs, options, old_plans)
+    rows, placements = [], {}
     for name, spec in specs.items():
         mine = scored_rows(name, served, measurements[spec])
         # rows with loads are the ones the checker accepted (a policy breach keeps them)
-        placement = (_phy2log(measurements[spec].output) if "max_load_num" in mine[0]
-                     else None)
+        if "max_load_num" in mine[0]:
+            placements[name] = _phy2log(measurements[spec].output)
         for row in mine:
-            rows.append({**row, "planned_on": plan.id, PLAN: None if placement is None
-                         else placement[row["layer"]]})
-    return with_ratio(rows, measurements[specs[options.baseline]], options)
+            rows.append({**row, "planned_on": plan.id, PLAN: placements[name][row["layer"]]
+                         if name in placements else None})
+    return with_ratio(rows, measurements[specs[options.baseline]], options), placements
 
 
 def _phy2log(output) -> np.ndarray:

@@ -134,13 +134,16 @@ def with_ratio(rows: list[dict], baseline: Measurement, options: RunOptions) -> 
              "repeats": options.repeats, "time_limit": options.time_limit} for row in rows]
 
 
-def measure(plan: Instance, specs: dict[str, str], options: RunOptions) -> dict:
+def measure(plan: Instance, specs: dict[str, str], options: RunOptions,
+            old_plans: dict[str, np.ndarray] | None = None) -> dict:
     """Spec -> Measurement: every heuristic called on `plan`'s loads, timed interleaved
     after a warm-up on other loads of the same shape, each in its own process of this
-    process's sandbox."""
+    process's sandbox. old_plans: name (a key of `specs`) -> the plan in place ([L, P]),
+    given to the heuristics that take one."""
+    plans = {specs[name]: old for name, old in (old_plans or {}).items() if name in specs}
     return _sandbox(options.time_limit).measure(
         list(specs.values()), plan.weight, plan.topology.as_tuple(), warmup_weight(plan),
-        options.repeats)
+        options.repeats, plans)
 
 
 def scored_rows(name: str, served: Instance, measurement: Measurement) -> list[dict]:

@@ -137,24 +137,28 @@ class Sandbox:
         _open_sandboxes.add(self)
 
     def measure(self, specs: list[str], weight: np.ndarray, topology: tuple,
-                warmup_weight: np.ndarray, repeats: int) -> dict[str, Measurement]:
+                warmup_weight: np.ndarray, repeats: int,
+                old_plans: dict[str, np.ndarray] | None = None) -> dict[str, Measurement]:
         """Warm each heuristic up on `warmup_weight`, then time `repeats` rounds on `weight`
         (its perturbed copies after the first call), the heuristics interleaved (round r
         starts r places further along, so that drift in machine speed hits all alike), each
         call in its spec's own process, one call at a time. A heuristic that fails leaves
-        the rotation."""
+        the rotation. old_plans: spec -> its plan in place ([L, P] phy2log), given to every
+        call of a heuristic that takes one (the warm-up's too)."""
         specs = list(dict.fromkeys(specs))
         results = {spec: Measurement() for spec in specs}
+        plans = old_plans or {}
         with self._lock:
             for spec, failure in self._start(specs).items():
                 results[spec].failure = failure
             live = [spec for spec in specs if results[spec].failure is None
-                    and self._warm_up(spec, warmup_weight, topology, results[spec])]
+                    and self._warm_up(spec, warmup_weight, topology, results[spec],
+                                      plans.get(spec))]
             live = [spec for spec in live if self._calibrate(spec, results[spec])]
             loads = _Loads(weight)
             for round_index in range(repeats):
                 for spec in rotated(live, round_index):
-                    if not self._timed(spec, loads, topology, results[spec]):
+                    if not self._timed(spec, loads, topology, results[spec], plans.get(spec)):
                         live.remove(spec)
         return results
 
@@ -218,12 +222,12 @@ class Sandbox:
             child = self._children[spec]
         return child
 
-    def _warm_up(self, spec, weight, topology, result: Measurement) -> bool:
+    def _warm_up(self, spec, weight, topology, result: Measurement, old_plan=None) -> bool:
         """One untimed call; False once the heuristic has failed."""
         child = self._child(spec, result)
         if child is None:
             return False
-        reply = child.call([np.asarray(weight)], topology, self.time_limit)
+        reply = child.call([np.asarray(weight)], topology, self.time_limit, old_plan)
         if isinstance(reply, Failure):
             result.failure = reply
             return False
@@ -241,7 +245,7 @@ class Sandbox:
         result.overhead_seconds = child.overhead
         return True
 
-    def _timed(self, spec, loads: _Loads, topology, result: Measurement) -> bool:
+    def _timed(self, spec, loads: _Loads, topology, result: Measurement, old_plan=None) -> bool:
         """One timed sample, recorded in `result`: one call, or a batch of n calls (n
         doubling) where one call is too short for the parent's clock; False once the
         heuristic has failed."""
@@ -256,7 +260,7 @@ class Sandbox:
             first = result._next_load
             batch = [loads.get(first + index) for index in range(calls)]
             result._next_load += calls
-            reply = child.call(batch, topology, self.time_limit)
+            reply = child.call(batch, topology, self.time_limit, old_plan)
             if isinstance(reply, Failure):
                 result.failure = reply
                 return False
@@ -473,16 +477,19 @@ class _Child:
         self.overhead = float(np.median(samples[2:]))
         return None
 
-    def call(self, loads: list[np.ndarray], topology: tuple,
-             time_limit: float) -> Failure | tuple[float, float, list]:
+    def call(self, loads: list[np.ndarray], topology: tuple, time_limit: float,
+             old_plan: np.ndarray | None = None) -> Failure | tuple[float, float, list]:
         """(seconds from "go" to "done" by the parent's clock, the worker's own seconds for
-        the calls, the outputs) of calls on each of `loads` in turn, or the Failure."""
+        the calls, the outputs) of calls on each of `loads` in turn, or the Failure.
+        old_plan: the plan in place ([L, P] int64), given to each call of a heuristic that
+        takes one."""
         deadline = time.monotonic() + time_limit + PIPE_GRACE
         loads = [np.ascontiguousarray(load, dtype=load.dtype.newbyteorder("="))
                  for load in loads]
+        sent = loads if old_plan is None else [*loads, np.ascontiguousarray(old_plan, np.int64)]
         try:
-            self._write_frame({"op": "load", "topology": [int(value) for value in topology]},
-                              loads, deadline)
+            self._write_frame({"op": "load", "topology": [int(value) for value in topology],
+                               "old_plan": old_plan is not None}, sent, deadline)
             header, _ = self._read_frame(deadline)
             if header != ARMED_HEADER:
                 raise WireError("an unexpected reply to the loads")

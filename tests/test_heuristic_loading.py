@@ -59,3 +59,20 @@ def test_timed_call_batches_only_under_a_coarse_clock(monkeypatch):
     monkeypatch.setattr(timing, "_tick", 10.0)  # 5 ticks = 50 units: batches up to 64
     assert timing.timed_call(lambda: calls.append(1) or "out") == ("out", 1.0)
     assert len(calls) == 1 + 2 + 4 + 8 + 16 + 32 + 64
+
+
+def test_the_plan_in_place_reaches_only_a_heuristic_that_takes_it():
+    """vLLM's keyword is found from the signature and the plan passed by it; a five-argument
+    heuristic is called as the engines call it, whatever is given."""
+    weight = torch.tensor([[90, 10, 40, 30, 25, 5, 60, 20]])
+    topology = (12, 4, 2, 4)
+    vllm, deepseek = eb.load_heuristic("vllm"), eb.load_heuristic("deepseek")
+    assert (vllm.old_plan_keyword, deepseek.old_plan_keyword) == ("old_global_expert_indices", None)
+    old = torch.arange(12).remainder(8)[None, :].flip(-1)
+    from eplbench.heuristics.vllm import rebalance_experts
+
+    given = vllm(weight, *topology, old_plan=old)[0]
+    assert torch.equal(given, rebalance_experts(weight, *topology,
+                                                old_global_expert_indices=old)[0])
+    assert not torch.equal(given, vllm(weight, *topology)[0])
+    assert torch.equal(deepseek(weight, *topology, old_plan=old)[0], deepseek(weight, *topology)[0])

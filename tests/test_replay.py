@@ -2,6 +2,7 @@
 hindsight optimum (each served window solved on its own) or the fixed plan's lower bound."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +104,28 @@ def test_replay_command_prints_a_row_per_heuristic(tmp_path):
     assert (tmp_path / "r.parquet").exists()
     bad = CliRunner().invoke(main, ["replay", "--simulate", "4by64"])
     assert bad.exit_code == 2 and "LAYERSxEXPERTS" in bad.output
+
+
+KEEPS_OLD_PLAN = str(Path(__file__).parent / "fixtures" / "heuristics" / "keeps_old_plan.py")
+
+
+def test_a_heuristic_that_takes_the_plan_in_place_gets_its_own_previous_plan(
+        tmp_path, monkeypatch):
+    """`keeps_old_plan.py` returns the plan it is given: DeepSeek's plan for window 0 stays
+    in place for every later window, so no rebalance after the first moves a weight; it is
+    given no plan for window 0 and one at each later window (warm-up and timed call)."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    loads = simulated_windows(2, 8, 4, seed=3, groups=4, topk_groups=2, top_k=2, tokens=1024)
+    windows = window_instances(loads, TOPOLOGY, "drift")
+    rows = replay_rows([KEEPS_OLD_PLAN], windows, RunOptions(repeats=1))
+    kept = rows[rows.heuristic == KEEPS_OLD_PLAN].sort_values(["planned_on", "layer"])
+    first = eb.load_heuristic("deepseek_fast")(torch.from_numpy(windows[0].weight),
+                                                *TOPOLOGY.as_tuple())[0]
+    for served in windows[1:]:
+        mine = kept[kept.instance == served.id]
+        assert [Fraction(int(n), int(d)) for n, d in zip(mine.max_load_num, mine.max_load_den)] \
+            == list(eb.check(served.weight, first, TOPOLOGY).max_load)
+    assert kept.moved.isna().sum() == 2 and (kept.moved.dropna() == 0).all()
+    calls = log.read_text().split()
+    assert calls[:2] == ["none", "none"] and set(calls[2:]) == {"given"} and len(calls) == 6

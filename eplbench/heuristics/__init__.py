@@ -9,6 +9,10 @@ num_groups, num_nodes[, enable_hierarchical])` is recognised by its parameter na
 called with one step of loads, P / num_gpus local slots and, where it asks, the hierarchy
 DeepSeek's rule would choose (num_groups % num_nodes == 0).
 
+A heuristic may also take the plan in place ([L, P] phy2log of the previous rebalance) by a
+keyword of OLD_PLAN_KEYWORDS (vLLM's `old_global_expert_indices`, or `old_phy2log`), found
+from its signature; it is given when there is one (replay), and never otherwise.
+
 Adding a built-in is one file in this package plus one line in `BUILTINS`.
 """
 
@@ -66,18 +70,27 @@ BUILTINS: dict[str, tuple[str, str]] = {
 }
 
 ENTRY_POINT = "rebalance_experts"
+# keywords by which a heuristic takes the plan in place: vLLM's name, then ours
+OLD_PLAN_KEYWORDS = ("old_global_expert_indices", "old_phy2log")
 
 
 @dataclass(frozen=True)
 class Heuristic:
-    """A loaded heuristic. `name` is what tables show: the built-in name or the spec as given."""
+    """A loaded heuristic. `name` is what tables show: the built-in name or the spec as
+    given; `old_plan_keyword` the keyword by which it takes the plan in place, or None."""
 
     name: str
     spec: str
     function: Callable = field(compare=False, repr=False)
+    old_plan_keyword: str | None = None
 
-    def __call__(self, weight, num_replicas, num_groups, num_nodes, num_gpus):
-        return self.function(weight, num_replicas, num_groups, num_nodes, num_gpus)
+    def __call__(self, weight, num_replicas, num_groups, num_nodes, num_gpus, old_plan=None):
+        """The engines' call; `old_plan` ([L, P] tensor) is passed on, by the function's own
+        keyword, only to a function that takes one."""
+        if old_plan is None or self.old_plan_keyword is None:
+            return self.function(weight, num_replicas, num_groups, num_nodes, num_gpus)
+        return self.function(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                             **{self.old_plan_keyword: old_plan})
 
 
 def list_heuristics() -> dict[str, str]:
@@ -109,10 +122,24 @@ def load_heuristic(spec: str) -> Heuristic:
     """
     kind = spec_kind(spec)
     if kind == "builtin":
-        return Heuristic(spec, spec, _import_target(BUILTINS[spec][0], spec))
-    if kind == "file":
-        return Heuristic(spec, spec, _load_file(Path(spec)))
-    return Heuristic(spec, spec, _import_target(spec, spec))
+        function = _import_target(BUILTINS[spec][0], spec)
+    elif kind == "file":
+        function = _load_file(Path(spec))
+    else:
+        function = _import_target(spec, spec)
+    return Heuristic(spec, spec, function, old_plan_keyword(function))
+
+
+def old_plan_keyword(function: Callable) -> str | None:
+    """The first of OLD_PLAN_KEYWORDS that `function` takes by keyword, else None (also
+    for a function whose signature cannot be read, and for SGLang's form)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    keywords = [name for name, parameter in parameters.items()
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    return next((name for name in OLD_PLAN_KEYWORDS if name in keywords), None)
 
 
 def _load_file(path: Path) -> Callable:
