@@ -443,15 +443,18 @@ def report(results, out):
                    "runs window after window: each heuristic may take its previous plan).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the replay rows, with "
               "the hindsight gaps, as a results table (`eplbench report` reads it).")
+@click.option("--relabel", is_flag=True, help="Also replay NAME+relabel for each heuristic: "
+              "its plan renumbered to keep the most weights of its plan in place.")
 @POLICY_OPTION
 def replay(trace, simulate, windows, seed, window, topology, heuristics, solver, solve_time,
-           repeats, time_limit, jobs, out, policy):
+           repeats, time_limit, jobs, out, relabel, policy):
     """Replay a load trace: each heuristic plans on window t and serves window t+1; per
     heuristic, print replay balancedness, the gap to the hindsight optimum (window t+1
     solved on its own: no planner beats it) and to the best fixed plan in hindsight.
 
     Example: eplbench replay --simulate 4x64 (about half a minute with the defaults)."""
     from eplbench.gaps import attach_reference
+    from eplbench.heuristics import RELABEL_SUFFIX
     from eplbench.instances.importers import read_expert_load_json
     from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
                                  simulated_windows, window_instances)
@@ -480,7 +483,11 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
         raise BadInput(f"{trace or name}: {error}") from None
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
     with tracked("planning", len(instances) - 1) as progress:
-        rows = replay_rows(_split(heuristics), instances, options,
+        names = _split(heuristics)
+        if relabel:
+            names += [f"{name}{RELABEL_SUFFIX}" for name in names
+                      if not name.endswith(RELABEL_SUFFIX)]
+        rows = replay_rows(names, instances, options,
                            on_unit=lambda index, _: progress.advance(instances[index].id))
     rows = rows.assign(instance_set=name)
     policies = [instances[0].policy]

@@ -14,7 +14,6 @@ import platform
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 from eplbench.checker import check_output
 from eplbench.errors import BadInput, InvalidPlacement
 from eplbench.executors import run_units
-from eplbench.heuristics import spec_kind
+from eplbench.heuristics import absolute_spec, spec_kind
 from eplbench.instances import Instance
 from eplbench.sandbox import Failure, Measurement, Sandbox
 
@@ -84,8 +83,7 @@ def _refuse_unloadable(specs: list[str], options: RunOptions) -> None:
 def heuristic_specs(heuristics: list[str], baseline: str) -> dict[str, str]:
     """Name -> spec to load by, the baseline first: a file by its absolute path (workers may
     start elsewhere); BadInput for a spec that names nothing."""
-    return {name: str(Path(name).resolve()) if spec_kind(name) == "file" else name
-            for name in dict.fromkeys([baseline, *heuristics])}
+    return {name: absolute_spec(name) for name in dict.fromkeys([baseline, *heuristics])}
 
 
 def rows_of_units(unit: Callable, units: list, options: RunOptions,

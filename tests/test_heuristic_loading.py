@@ -76,3 +76,26 @@ def test_the_plan_in_place_reaches_only_a_heuristic_that_takes_it():
                                                 old_global_expert_indices=old)[0])
     assert not torch.equal(given, vllm(weight, *topology)[0])
     assert torch.equal(deepseek(weight, *topology, old_plan=old)[0], deepseek(weight, *topology)[0])
+
+
+def test_name_plus_relabel_keeps_the_loads_and_moves_no_more(tmp_path):
+    """deepseek+relabel: the engines' call gives DeepSeek's output; given the plan in place,
+    the same max loads with fewer weights received (6 -> 2 on this rebalance); a file spec
+    keeps its suffix when made absolute."""
+    from eplbench.heuristics import absolute_spec
+
+    topology, topo = (12, 4, 2, 4), eb.Topology(12, 4, 2, 4)
+    deepseek, wrapped = eb.load_heuristic("deepseek"), eb.load_heuristic("deepseek+relabel")
+    before = torch.tensor([[90, 10, 40, 30, 25, 5, 60, 20]])
+    after = torch.tensor([[10, 90, 30, 40, 5, 25, 20, 60]])
+    old = deepseek(before, *topology)[0]
+    assert torch.equal(wrapped(after, *topology)[0], deepseek(after, *topology)[0])
+    fresh, kept = deepseek(after, *topology)[0], wrapped(after, *topology, old_plan=old)
+    assert eb.check(after, kept, topo).max_load == eb.check(after, fresh, topo).max_load
+    assert (eb.migration(old, fresh, topo).received[0],
+            eb.migration(old, kept, topo).received[0]) == (6, 2)
+    (tmp_path / "mine.py").write_text("from eplbench.heuristics.deepseek import rebalance_experts\n")
+    spec = str(tmp_path / "mine.py") + "+relabel"
+    assert eb.load_heuristic(spec).old_plan_keyword == "old_phy2log"
+    assert absolute_spec("deepseek+relabel") == "deepseek+relabel"
+    assert absolute_spec(spec) == spec  # already absolute: unchanged, suffix kept

@@ -4,6 +4,7 @@ hindsight optimum (each served window solved on its own) or the fixed plan's low
 from fractions import Fraction
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -98,10 +99,12 @@ def test_fixed_plan_bounds_hold(replayed):
 def test_replay_command_prints_a_row_per_heuristic(tmp_path):
     result = CliRunner().invoke(main, ["replay", "--simulate", "2x8", "--topology", "12,4,2,4",
                                        "--windows", "3", "-H", "zigzag", "--repeats", "1",
-                                       "--solve-time", "5", "--out", str(tmp_path / "r.parquet")])
+                                       "--solve-time", "5", "--relabel",
+                                       "--out", str(tmp_path / "r.parquet")])
     assert result.exit_code == 0, result.output
     assert "zigzag" in result.output and "deepseek" in result.output
-    assert (tmp_path / "r.parquet").exists()
+    assert set(pd.read_parquet(tmp_path / "r.parquet").heuristic) == {
+        "deepseek", "zigzag", "zigzag+relabel"}  # the baseline is not relabelled
     bad = CliRunner().invoke(main, ["replay", "--simulate", "4by64"])
     assert bad.exit_code == 2 and "LAYERSxEXPERTS" in bad.output
 
@@ -129,3 +132,19 @@ def test_a_heuristic_that_takes_the_plan_in_place_gets_its_own_previous_plan(
     assert kept.moved.isna().sum() == 2 and (kept.moved.dropna() == 0).all()
     calls = log.read_text().split()
     assert calls[:2] == ["none", "none"] and set(calls[2:]) == {"given"} and len(calls) == 6
+
+
+def test_relabelled_replay_moves_what_relabelling_the_fresh_plans_moves():
+    """NAME+relabel, given its own previous plan, reaches the fewest weights received over
+    renumberings: what `relabel` gets from the heuristic's fresh plans, at the same loads."""
+    loads = simulated_windows(2, 8, 4, seed=5, groups=4, topk_groups=2, top_k=2, tokens=1024)
+    windows = window_instances(loads, TOPOLOGY, "drift")
+    rows = replay_rows(["zigzag", "zigzag+relabel"], windows, RunOptions(repeats=1))
+    key = ["instance", "layer"]
+    fresh = rows[rows.heuristic == "zigzag"].set_index(key).sort_index()
+    kept = rows[rows.heuristic == "zigzag+relabel"].set_index(key).sort_index()
+    assert (kept.max_load_num * fresh.max_load_den == fresh.max_load_num * kept.max_load_den).all()
+    later = fresh.moved.notna()
+    assert later.sum() == 4 and (fresh.moved[later] > fresh.relabelled_moved[later]).any()
+    assert (kept.moved[later] == fresh.relabelled_moved[later]).all()
+    assert (kept.moved_inter_node[later] == fresh.relabelled_inter_node[later]).all()

@@ -70,6 +70,8 @@ BUILTINS: dict[str, tuple[str, str]] = {
 }
 
 ENTRY_POINT = "rebalance_experts"
+# NAME + this suffix: the heuristic NAME, its plan relabelled to keep weights in place
+RELABEL_SUFFIX = "+relabel"
 # keywords by which a heuristic takes the plan in place: vLLM's name, then ours
 OLD_PLAN_KEYWORDS = ("old_global_expert_indices", "old_phy2log")
 
@@ -102,7 +104,9 @@ def spec_kind(spec: str) -> str:
     """"builtin", "file" or "module" for a spec that names something; BadInput otherwise.
 
     Cheap and import-free, so a runner can refuse a typo before it starts any work.
+    NAME+relabel is of NAME's kind.
     """
+    spec = spec.removesuffix(RELABEL_SUFFIX)
     if spec in BUILTINS:
         return "builtin"
     if spec.endswith(".py") or Path(spec).is_file():
@@ -118,8 +122,14 @@ def spec_kind(spec: str) -> str:
 def load_heuristic(spec: str) -> Heuristic:
     """Resolve a built-in name, a `path/to/file.py` or a `pkg.module:function`.
 
-    Raises BadInput naming the spec and the problem when it cannot be loaded.
+    NAME+relabel is NAME wrapped by `relabelled.relabelled`. Raises BadInput naming the
+    spec and the problem when it cannot be loaded.
     """
+    if spec.endswith(RELABEL_SUFFIX):
+        from eplbench.heuristics.relabelled import relabelled
+
+        inner = load_heuristic(spec.removesuffix(RELABEL_SUFFIX))
+        return Heuristic(spec, spec, partial(relabelled, inner), OLD_PLAN_KEYWORDS[1])
     kind = spec_kind(spec)
     if kind == "builtin":
         function = _import_target(BUILTINS[spec][0], spec)
@@ -128,6 +138,14 @@ def load_heuristic(spec: str) -> Heuristic:
     else:
         function = _import_target(spec, spec)
     return Heuristic(spec, spec, function, old_plan_keyword(function))
+
+
+def absolute_spec(spec: str) -> str:
+    """`spec` with a file's path made absolute (a worker may start elsewhere)."""
+    base = spec.removesuffix(RELABEL_SUFFIX)
+    if spec_kind(base) != "file":
+        return spec
+    return str(Path(base).resolve()) + spec[len(base):]
 
 
 def old_plan_keyword(function: Callable) -> str | None:
