@@ -7,7 +7,8 @@ alone (vLLM's policy, whose last argument is named `num_ranks`). SGLang's form
 `(tokens_per_expert [steps, L, E], num_physical_experts, num_local_physical_experts,
 num_groups, num_nodes[, enable_hierarchical])` is recognised by its parameter names and
 called with one step of loads, P / num_gpus local slots and, where it asks, the hierarchy
-DeepSeek's rule would choose (num_groups % num_nodes == 0).
+DeepSeek's rule would choose (num_groups % num_nodes == 0). `NAME@K` gives a built-in
+that takes a budget (`budgeted`) the budget K.
 
 A heuristic may also take the plan in place ([L, P] phy2log of the previous rebalance) by a
 keyword of OLD_PLAN_KEYWORDS (vLLM's `old_global_expert_indices`, or `old_phy2log`), found
@@ -41,6 +42,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
                     "ours: D'Hondt + greedy packing + best-improvement swaps, heaviest pack vs all"),
     "zigzag": ("eplbench.heuristics.peers:zigzag",
                "SGLang deepseek_vec: D'Hondt, replicas dealt to GPUs in a serpentine"),
+    "budgeted": ("eplbench.heuristics.budgeted:rebalance_experts",
+                 "ours: from the plan in place, the moves that lower the max load most per "
+                 "weight received, up to K per layer (budgeted@K; K = 16)"),
     "swift_swaps": ("eplbench.heuristics.peers:swift",
                     "vllm-ascend SwiftBalancer's bounded swaps after DeepSeek's packing"),
     "seed000": ("eplbench.heuristics.seeds:seed000",
@@ -106,7 +110,7 @@ def spec_kind(spec: str) -> str:
     Cheap and import-free, so a runner can refuse a typo before it starts any work.
     NAME+relabel is of NAME's kind.
     """
-    spec = spec.removesuffix(RELABEL_SUFFIX)
+    spec = built_in_budget(spec.removesuffix(RELABEL_SUFFIX))[0]
     if spec in BUILTINS:
         return "builtin"
     if spec.endswith(".py") or Path(spec).is_file():
@@ -132,12 +136,29 @@ def load_heuristic(spec: str) -> Heuristic:
         return Heuristic(spec, spec, partial(relabelled, inner), OLD_PLAN_KEYWORDS[1])
     kind = spec_kind(spec)
     if kind == "builtin":
-        function = _import_target(BUILTINS[spec][0], spec)
+        name, budget = built_in_budget(spec)
+        function = _import_target(BUILTINS[name][0], spec)
+        if budget is not None:
+            function = _with_budget(function, budget, spec)
     elif kind == "file":
         function = _load_file(Path(spec))
     else:
         function = _import_target(spec, spec)
     return Heuristic(spec, spec, function, old_plan_keyword(function))
+
+
+def built_in_budget(spec: str) -> tuple[str, int | None]:
+    """(built-in name, K) for `NAME@K` naming a built-in, else (spec, None)."""
+    name, at, budget = spec.partition("@")
+    if at and name in BUILTINS and budget.isdigit():
+        return name, int(budget)
+    return spec, None
+
+
+def _with_budget(function: Callable, budget: int, spec: str) -> Callable:
+    if "budget" not in inspect.signature(function).parameters:
+        raise BadInput(f"{spec}: {spec.partition('@')[0]} takes no budget (@K)")
+    return partial(function, budget=budget)
 
 
 def absolute_spec(spec: str) -> str:
