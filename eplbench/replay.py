@@ -29,8 +29,8 @@ from eplbench.migration import migration
 from eplbench.problem import Topology
 from eplbench.reference import ReferenceEntry, policies_for, solve_entries
 from eplbench.relabel import relabel
-from eplbench.runner import (RunOptions, heuristic_specs, measure, rows_of_units, scored_rows,
-                             with_ratio)
+from eplbench.runner import (RunOptions, heuristic_specs, measure, placement_of, rows_of_units,
+                             scored_rows, with_ratio)
 
 # the ADRS evaluator's topology: 288 slots, 8 groups, 4 nodes, 32 GPUs
 ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
@@ -109,17 +109,11 @@ def replay_step(index: int, windows: list[Instance], specs: dict[str, str],
         mine = scored_rows(name, served, measurements[spec])
         # rows with loads are the ones the checker accepted (a policy breach keeps them)
         if "max_load_num" in mine[0]:
-            placements[name] = _phy2log(measurements[spec].output)
+            placements[name] = np.asarray(placement_of(measurements[spec].output), np.int64)
         for row in mine:
             rows.append({**row, "planned_on": plan.id, PLAN: placements[name][row["layer"]]
                          if name in placements else None})
     return with_ratio(rows, measurements[specs[options.baseline]], options), placements
-
-
-def _phy2log(output) -> np.ndarray:
-    """[L, P] int64 phy2log of an output the checker has accepted (a tuple of arrays, or
-    phy2log alone)."""
-    return np.asarray(output[0] if isinstance(output, tuple) else output, dtype=np.int64)
 
 
 def add_rebalance_cost(rows: list[dict], windows: list[Instance]) -> pd.DataFrame:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from eplbench.heuristics.deepseek_fast import rebalance_experts as deepseek
+from eplbench.migration import on_node
+from eplbench.problem import Topology
 
 # weights received per layer and rebalance when no @K is given
 DEFAULT_BUDGET = 16
@@ -39,26 +41,26 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
         return deepseek(torch.as_tensor(weight), num_replicas, num_groups, num_nodes, num_gpus)
     loads = torch.as_tensor(weight).double().numpy()
     plan = torch.as_tensor(old_phy2log).to(torch.int64).numpy().copy()
+    topo = Topology(num_replicas, num_groups, num_nodes, num_gpus)
     for layer in range(plan.shape[0]):
-        improve_layer(loads[layer], plan[layer], num_gpus, num_nodes, budget)
+        improve_layer(loads[layer], plan[layer], topo, budget)
     return torch.from_numpy(plan)
 
 
-def improve_layer(weight: np.ndarray, phy2log: np.ndarray, num_gpus: int, num_nodes: int,
+def improve_layer(weight: np.ndarray, phy2log: np.ndarray, topo: Topology,
                   budget: int) -> None:
     """Apply moves to `phy2log` ([P] expert ids, changed in place) while one improves and the
     weights received stay within `budget`. weight: [E] float64 tokens."""
-    gpu_of_slot = np.arange(len(phy2log)) // (len(phy2log) // num_gpus)
-    node_of_gpu = np.arange(num_gpus) // (num_gpus // num_nodes)
+    gpu_of_slot = np.arange(topo.num_replicas) // topo.slots_per_gpu
     spent = 0
     while True:
-        held = np.zeros((num_gpus, len(weight)))  # [G, E] replicas of each expert per GPU
+        held = np.zeros((topo.num_gpus, len(weight)))  # [G, E] replicas of each expert per GPU
         np.add.at(held, (gpu_of_slot, phy2log), 1)
-        node_held = np.stack([held[node_of_gpu == node].sum(0) for node in range(num_nodes)])
+        gpu_node_held = on_node((held > 0)[None], topo)[0]  # [G, E] on the GPU's node
         gpu_loads = held @ (weight / held.sum(0))
         busiest = int(np.argmax(gpu_loads))
-        moves = [kind(weight, phy2log, held, node_held[node_of_gpu], gpu_loads, gpu_of_slot,
-                      busiest) for kind in (_rewrites, _swaps)]
+        moves = [kind(weight, phy2log, held, gpu_node_held, gpu_loads, gpu_of_slot, busiest)
+                 for kind in (_rewrites, _swaps)]
         slots, experts, peaks, spreads, costs = (np.concatenate(column) for column in zip(*moves))
         best = _choose(gpu_loads, peaks, spreads, np.where(costs <= budget - spent, costs, -1))
         if best is None:
@@ -92,8 +94,7 @@ def _rewrites(weight, phy2log, held, gpu_node_held, gpu_loads, gpu_of_slot, busi
     experts = np.concatenate([np.tile(np.arange(num_experts), len(mine)),
                               np.tile(its_experts, num_slots)])
     counts, gpus, leaving = held.sum(0), gpu_of_slot[slots], phy2log[slots]
-    allowed = ((experts != leaving) & (counts[leaving] >= 2)
-               & (gpu_node_held[gpus, experts] > 0))
+    allowed = (experts != leaving) & (counts[leaving] >= 2) & gpu_node_held[gpus, experts]
     slots, experts, gpus, leaving = slots[allowed], experts[allowed], gpus[allowed], leaving[allowed]
     leaving_change = weight[leaving] / (counts[leaving] - 1) - weight[leaving] / counts[leaving]
     coming_after = weight[experts] / (counts[experts] + 1)
@@ -113,7 +114,7 @@ def _swaps(weight, phy2log, held, gpu_node_held, gpu_loads, gpu_of_slot, busiest
     first, second = np.repeat(mine, len(others)), np.tile(others, len(mine))
     a, b = phy2log[first], phy2log[second]
     gpus = gpu_of_slot[second]
-    allowed = ((a != b) & (gpu_node_held[busiest, b] > 0) & (gpu_node_held[gpus, a] > 0))
+    allowed = (a != b) & gpu_node_held[busiest, b] & gpu_node_held[gpus, a]
     first, second, a, b, gpus = (x[allowed] for x in (first, second, a, b, gpus))
     replica = weight / held.sum(0)
     change = replica[b] - replica[a]
