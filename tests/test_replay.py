@@ -116,7 +116,7 @@ def test_a_heuristic_that_takes_the_plan_in_place_gets_its_own_previous_plan(
         tmp_path, monkeypatch):
     """`keeps_old_plan.py` returns the plan it is given: DeepSeek's plan for window 0 stays
     in place for every later window, so no rebalance after the first moves a weight; it is
-    given no plan for window 0 and one at each later window (warm-up and timed call)."""
+    given no plan for window 0 and one at each later window (warm-up and timed calls)."""
     log = tmp_path / "calls.log"
     monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
     loads = simulated_windows(2, 8, 4, seed=3, groups=4, topk_groups=2, top_k=2, tokens=1024)
@@ -131,7 +131,11 @@ def test_a_heuristic_that_takes_the_plan_in_place_gets_its_own_previous_plan(
             == list(eb.check(served.weight, first, TOPOLOGY).max_load)
     assert kept.moved.isna().sum() == 2 and (kept.moved.dropna() == 0).all()
     calls = log.read_text().split()
-    assert calls[:2] == ["none", "none"] and set(calls[2:]) == {"given"} and len(calls) == 6
+    # a call too short for the clock is timed in a batch, so count runs, not calls: window
+    # 0's warm-up and timed calls get no plan, both later windows' calls get one
+    first_given = calls.index("given")
+    assert first_given >= 2 and set(calls[:first_given]) == {"none"}
+    assert set(calls[first_given:]) == {"given"} and len(calls) - first_given >= 4
 
 
 def test_relabelled_replay_moves_what_relabelling_the_fresh_plans_moves():
