@@ -974,3 +974,57 @@ def _parse_param(text: str):
         except ValueError:
             pass
     raise BadInput(f"--param {text!r}: value must be a number")
+
+
+def _budgets(ctx, param, value: str) -> list[int]:
+    try:
+        budgets = sorted({int(item) for item in _split(value)})
+    except ValueError:
+        budgets = []
+    if not budgets or budgets[0] < 0:
+        raise click.BadParameter(f"{value!r}: expected weights received, integers >= 0, "
+                                 f"e.g. 0,2,4,8")
+    return budgets
+
+
+@main.command()
+@click.argument("instance_set")
+@click.option("--old", "old_spec", default="deepseek", show_default=True,
+              help="The heuristic whose plan for each instance's loads is the plan in place "
+                   "(built-in name, path/to/file.py or pkg.module:function); it runs in its "
+                   "own process like any candidate.")
+@click.option("--budgets", default="0,1,2,4,8,16", show_default=True, callback=_budgets,
+              help="Comma-separated budgets K: weights received at most.")
+@POLICY_OPTION
+@click.option("--time-limit", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of work per layer and budget (CP-SAT's deterministic time: the "
+                   "same answers on an idle or a busy machine).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Points table to write (.csv or .parquet): instance, layer, policy, old, "
+                   "budget, ub, lb (exact tokens), status, received, gap, work.")
+def frontier(instance_set, old_spec, budgets, policy, time_limit, out):
+    """The balance-versus-migration frontier (docs/spec.md §11): per layer and budget K, the
+    least max load of any plan of the policy receiving at most K weights from the plan in
+    place, certified where lb == ub (the set's reference optimum, where it has one, is a
+    lower bound at every K)."""
+    import pandas as pd
+
+    from eplbench.frontier import frontier_rows
+    from eplbench.problem import Policy
+    from eplbench.reference import merge
+    from eplbench.results import write_results
+
+    instances, reference = _instances_and_reference(instance_set, None, policy)
+    known = merge(reference or [])
+    rows = []
+    with tracked("frontier", len(instances)) as progress:
+        for instance in instances:
+            chosen = Policy.parse(instance.policy)
+            optima_lb = {layer: known[instance.content_hash, layer, chosen.value].lb
+                         for layer in range(instance.num_layers)
+                         if (instance.content_hash, layer, chosen.value) in known}
+            rows += frontier_rows(instance, old_spec, chosen, budgets, time_limit, optima_lb)
+            progress.advance(instance.id)
+    write_results(pd.DataFrame(rows), out)
+    certified = sum(row["status"] == "OPTIMAL" for row in rows)
+    click.echo(f"{certified}/{len(rows)} frontier points certified; wrote {out}")

@@ -87,7 +87,7 @@ class PlacementModel:
         self.gpu_load()
         if policy is Policy.HIERARCHICAL:
             self.hierarchy()
-        self.gpu_symmetry()
+        self.break_symmetry()
         backend.minimize(self.max_load)
 
     def count_choice(self) -> None:
@@ -124,10 +124,7 @@ class PlacementModel:
             self.backend.add(load <= self.max_load)
 
     def hierarchy(self) -> None:
-        """a[j, n]: groups whole on nodes, num_groups / N per node; replicas stay on their node.
-
-        Nodes are interchangeable, so group j may only use nodes 0..j (first-fit labelling).
-        """
+        """a[j, n]: groups whole on nodes, num_groups / N per node; replicas stay on their node."""
         topo = self.topology
         group_size = len(self.weight) // topo.num_groups
         nodes = range(topo.num_nodes)
@@ -135,9 +132,6 @@ class PlacementModel:
                   for j in range(topo.num_groups) for n in nodes}
         for j in range(topo.num_groups):
             self.backend.add(sum(self.a[j, n] for n in nodes) == 1)
-            for n in nodes:
-                if n > j:
-                    self.backend.add(self.a[j, n] == 0)
         for n in nodes:
             self.backend.add(sum(self.a[j, n] for j in range(topo.num_groups))
                              == topo.num_groups // topo.num_nodes)
@@ -145,8 +139,13 @@ class PlacementModel:
             node = g // topo.gpus_per_node
             self.backend.add(var <= min(k, topo.slots_per_gpu) * self.a[e // group_size, node])
 
-    def gpu_symmetry(self) -> None:
-        """GPUs of a node are interchangeable: order them by non-increasing load."""
+    def break_symmetry(self) -> None:
+        """Nodes are interchangeable, so group j may only use nodes 0..j (first-fit
+        labelling); GPUs of a node are interchangeable: order them by non-increasing load."""
+        if self.policy is Policy.HIERARCHICAL:
+            for (j, n), var in self.a.items():
+                if n > j:
+                    self.backend.add(var == 0)
         per_node = self.topology.gpus_per_node
         for g in range(self.topology.num_gpus - 1):
             if (g + 1) % per_node:
