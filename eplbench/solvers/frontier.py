@@ -80,13 +80,13 @@ def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_move
         raise BadInput("the plan in place breaks the hierarchical policy it is solved under")
     deadline = Deadline.budget(time_limit)
     phy2log, upper = best_within(weight, topology, policy, old, max_moves, starts)
-    lower = count_free = max(layer_bound(weight, topology, policy), lower)
+    lower = before_search = max(layer_bound(weight, topology, policy), lower)
     params = {"time_limit": time_limit, "workers": workers, "seed": seed,
               "max_moves": max_moves}
     if lower < upper and time_limit > 0:
         domains, complete = count_domains(weight, topology, policy, upper, phy2log)
-        found = _search(weight, topology, policy, old, max_moves, domains, phy2log, lower,
-                        deadline, workers, seed)
+        found = _search(weight, topology, policy, old, max_moves, domains, phy2log, upper,
+                        lower, deadline, workers, seed)
         if found is not None:
             candidate, bound = found
             if _received(old, candidate, topology) <= max_moves:
@@ -101,7 +101,7 @@ def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_move
     params["work"] = round(deadline.meter.seconds, 6)
     return SolveResult(OPTIMAL if lower == upper else FEASIBLE, upper, lower, phy2log,
                        time.perf_counter() - start, None, "cpsat", params,
-                       CpSatBackend.version, "model" if lower > count_free else "given")
+                       CpSatBackend.version, "model" if lower > before_search else "before search")
 
 
 def best_within(weight: np.ndarray, topology: Topology, policy: Policy, old: np.ndarray,
@@ -128,10 +128,10 @@ def layer_bound(weight: np.ndarray, topology: Topology, policy: Policy):
     return bound
 
 
-def _search(weight, topology, policy, old, max_moves, domains, start, lower, deadline,
-            workers, seed):
-    """(a placement of the model or `start`, its proven bound in tokens or None)."""
-    upper = layer_max_load(weight, start, topology, policy)
+def _search(weight, topology, policy, old, max_moves, domains, start, upper, lower,
+            deadline, workers, seed):
+    """(a placement of the model or `start`, its proven bound in tokens or None); upper:
+    `start`'s exact max load."""
     scaling = Scaling.for_domains(weight, domains, upper, CpSatBackend.max_model_load)
     if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
         return None
