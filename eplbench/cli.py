@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import click
@@ -328,12 +329,9 @@ def check(placement, weights, topology, instance):
     """Check a saved placement (phy2log [L, P]: .npy, .pt, .csv, or .json with key phy2log)
     and print its loads. Exit 0 valid, 1 invalid, 2 bad input."""
     from eplbench.checker import check as check_placement
-    from eplbench.instances.importers import read_matrix
 
     weight, topo = _weights_and_topology(weights, topology, instance)
-    phy2log = read_matrix(placement, key="phy2log")
-    if np.issubdtype(phy2log.dtype, np.floating) and np.all(phy2log == np.round(phy2log)):
-        phy2log = phy2log.astype(np.int64)  # text formats carry no dtype
+    phy2log = _read_plan(placement)
     try:
         evaluation = check_placement(weight, phy2log, topo)
     except InvalidPlacement as error:
@@ -351,20 +349,41 @@ def check(placement, weights, topology, instance):
                  f"co-located replicas {evaluation.colocated_replicas}")
 
 
-def _weights_and_topology(weights, topology, instance):
+def _read_plan(path) -> np.ndarray:
+    """phy2log [L, P] from a .npy, .pt, .csv or .json (key phy2log) file."""
+    from eplbench.instances.importers import read_matrix
+
+    phy2log = read_matrix(path, key="phy2log")
+    if np.issubdtype(phy2log.dtype, np.floating) and np.all(phy2log == np.round(phy2log)):
+        phy2log = phy2log.astype(np.int64)  # text formats carry no dtype
+    return phy2log
+
+
+def _one_instance(text: str):
+    """The instance named SET:ID, or the only instance of SET."""
     from eplbench.instances import load_instances
+
+    set_name, _, instance_id = text.rpartition(":") if ":" in text else (text, "", None)
+    items = load_instances(set_name)
+    known = ", ".join(item.id.rpartition("/")[2] for item in items)
+    if instance_id is None and len(items) == 1:
+        return items[0]
+    if instance_id is None:
+        raise BadInput(f"{set_name} holds {len(items)} instances: name one as "
+                       f"{set_name}:ID (its instances: {known})")
+    matches = [item for item in items if instance_id in (item.id, item.id.rpartition("/")[2])]
+    if not matches:
+        raise BadInput(f"{set_name}: no instance {instance_id!r}; its instances: {known}")
+    return matches[0]
+
+
+def _weights_and_topology(weights, topology, instance):
     from eplbench.instances.importers import read_matrix
     from eplbench.problem import as_weight_matrix
 
     if instance:
-        set_name, _, instance_id = instance.rpartition(":")
-        items = load_instances(set_name)
-        matches = [item for item in items
-                   if instance_id in (item.id, item.id.rpartition("/")[2])]
-        if not matches:
-            known = ", ".join(item.id.rpartition("/")[2] for item in items)
-            raise BadInput(f"{set_name}: no instance {instance_id!r}; its instances: {known}")
-        return matches[0].weight, matches[0].topology
+        chosen = _one_instance(instance)
+        return chosen.weight, chosen.topology
     if not (weights and topology):
         raise BadInput("give --instance SET:ID, or both --weights and --topology")
     topo = _parse_topology(topology)
@@ -718,12 +737,29 @@ def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, s
                    "file (merged with what it holds). The reference file never holds "
                    "placements: they are the answers, so keep this file away from "
                    "candidates.")
-def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again, placements):
-    """Solve every layer of a set exactly and write / merge its reference values (spec §6).
+@click.option("--old", "old_plan", type=click.Path(dir_okay=False),
+              help="The plan in place (phy2log [L, P]: .npy, .pt, .csv, or .json with key "
+                   "phy2log) of the one instance SET or SET:ID: solve, per layer, the least "
+                   "max load of a plan receiving at most --max-moves weights from it "
+                   "(docs/spec.md §11) and print the points, or write them to --out (.csv or "
+                   ".parquet). No reference file is touched.")
+@click.option("--max-moves", type=click.IntRange(0),
+              help="The budget K for --old: weights received at most.")
+def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again, placements,
+          old_plan, max_moves):
+    """Solve every layer of a set exactly and write / merge its reference values (spec §6);
+    with --old PLAN --max-moves K, solve the frontier point at K from that plan instead.
 
     A layer counts as settled, and is skipped, when the file already has it certified
     optimal or (unless --again) solved by the same solver with at least this time limit."""
     from functools import partial
+
+    if (old_plan is None) != (max_moves is None):
+        raise BadInput("--old PLAN and --max-moves K go together")
+    if old_plan is not None:
+        _solve_from_plan(instance_set, old_plan, max_moves, _split(policies), time_limit,
+                         workers, out)
+        return
 
     from eplbench.executors import run_units
     from eplbench.instances import load_instances
@@ -761,6 +797,30 @@ def solve(instance_set, solver, time_limit, policies, workers, jobs, out, again,
     skipped = len(units) - len(todo)
     note = f" ({skipped} instance-policies were settled already)" if skipped else ""
     click.echo(f"{certified}/{len(merged)} layers certified optimal; wrote {out}{note}")
+
+
+def _solve_from_plan(instance_text, old_plan, max_moves, policies, time_limit, workers, out):
+    """The frontier point at `max_moves` for each layer of one instance from `old_plan`."""
+    import pandas as pd
+
+    from eplbench.frontier import budget_rows
+    from eplbench.reference import policies_for
+    from eplbench.results import write_results
+
+    instance = _one_instance(instance_text)
+    old = _read_plan(old_plan)
+    rows = []
+    for policy in policies_for(instance, policies):
+        try:
+            rows += budget_rows(instance, old, policy, max_moves, time_limit, workers)
+        except (BadInput, InvalidPlacement) as error:
+            raise BadInput(f"{old_plan}: {error}") from None
+    frame = pd.DataFrame(rows)
+    if out:
+        write_results(frame, out)
+    _print_frame(frame.drop(columns=["instance"]),
+                 f"{instance.id} from {old_plan}, at most {max_moves} weights received")
+    _print_certified(rows, "points", out)
 
 
 @main.command("solve-bench")
@@ -987,6 +1047,17 @@ def _budgets(ctx, param, value: str) -> list[int]:
     return budgets
 
 
+def _shares(ctx, param, value: str) -> list[Fraction]:
+    try:
+        shares = sorted({Fraction(item) for item in _split(value)})
+    except (ValueError, ZeroDivisionError):
+        shares = []
+    if not shares or shares[0] < 0:
+        raise click.BadParameter(f"{value!r}: expected shares above the optimum, numbers "
+                                 f">= 0, e.g. 0,0.01")
+    return shares
+
+
 @main.command()
 @click.argument("instance_set")
 @click.option("--old", "old_spec", default="deepseek", show_default=True,
@@ -1002,11 +1073,20 @@ def _budgets(ctx, param, value: str) -> list[int]:
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Points table to write (.csv or .parquet): instance, layer, policy, old, "
                    "budget, ub, lb (exact tokens), status, received, gap, work.")
-def frontier(instance_set, old_spec, budgets, policy, time_limit, out):
+@click.option("--least-out", type=click.Path(dir_okay=False),
+              help="Also write, per layer and share s of --reach, the least weights received "
+                   "by a plan within (1 + s) x the layer's optimum (.csv or .parquet): "
+                   "share, target, optimum, optimum_certified, moves, moves_lb, status, "
+                   "max_load, work.")
+@click.option("--reach", "shares", default="0", show_default=True, callback=_shares,
+              help="Comma-separated shares s >= 0 above the optimum for --least-out "
+                   "(0: the optimum itself; 0.01: within 1%).")
+def frontier(instance_set, old_spec, budgets, policy, time_limit, out, least_out, shares):
     """The balance-versus-migration frontier (docs/spec.md §11): per layer and budget K, the
     least max load of any plan of the policy receiving at most K weights from the plan in
     place, certified where lb == ub (the set's reference optimum, where it has one, is a
-    lower bound at every K)."""
+    lower bound at every K); with --least-out, the least weights that reach the optimum
+    (or within a share of it)."""
     import pandas as pd
 
     from eplbench.frontier import frontier_rows
@@ -1016,15 +1096,25 @@ def frontier(instance_set, old_spec, budgets, policy, time_limit, out):
 
     instances, reference = _instances_and_reference(instance_set, None, policy)
     known = merge(reference or [])
-    rows = []
+    points, least = [], []
     with tracked("frontier", len(instances)) as progress:
         for instance in instances:
             chosen = Policy.parse(instance.policy)
             optima_lb = {layer: known[instance.content_hash, layer, chosen.value].lb
                          for layer in range(instance.num_layers)
                          if (instance.content_hash, layer, chosen.value) in known}
-            rows += frontier_rows(instance, old_spec, chosen, budgets, time_limit, optima_lb)
+            found = frontier_rows(instance, old_spec, chosen, budgets, time_limit, optima_lb,
+                                  shares=shares if least_out else ())
+            points += found[0]
+            least += found[1]
             progress.advance(instance.id)
-    write_results(pd.DataFrame(rows), out)
+    write_results(pd.DataFrame(points), out)
+    _print_certified(points, "frontier points", out)
+    if least_out:
+        write_results(pd.DataFrame(least), least_out)
+        _print_certified(least, "least-moves points", least_out)
+
+
+def _print_certified(rows, what: str, out=None) -> None:
     certified = sum(row["status"] == "OPTIMAL" for row in rows)
-    click.echo(f"{certified}/{len(rows)} frontier points certified; wrote {out}")
+    click.echo(f"{certified}/{len(rows)} {what} certified" + (f"; wrote {out}" if out else ""))

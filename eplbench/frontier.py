@@ -1,19 +1,24 @@
 """The `frontier` command's work (spec §11): per layer of an instance, the plan in place (a
-heuristic's plan for the same loads, run in the sandbox like any candidate) and, per budget
-K, the least max load of a plan receiving at most K weights from it
-(`solvers.frontier.solve_budget`)."""
+heuristic's plan for the same loads, run in the sandbox like any candidate); per budget K,
+the least max load of a plan receiving at most K weights from it
+(`solvers.frontier.solve_budget`); per share s, the least weights a plan within (1 + s) x
+the layer's optimum receives (`solvers.frontier.least_moves`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from fractions import Fraction
+
 import numpy as np
 
+from eplbench.checker import check
 from eplbench.errors import BadInput
 from eplbench.instances import Instance
 from eplbench.problem import Policy
 from eplbench.runner import RunOptions, measure, placement_of
 from eplbench.relabel import relabel
 from eplbench.solvers import solve
-from eplbench.solvers.frontier import solve_budget
+from eplbench.solvers.frontier import least_moves, solve_budget
 from eplbench.solvers.result import FEASIBLE, OPTIMAL
 
 
@@ -29,38 +34,92 @@ def plan_in_place(spec: str, instance: Instance, time_limit: float) -> np.ndarra
 
 
 def frontier_rows(instance: Instance, spec: str, policy: Policy, budgets: list[int],
-                  solve_time: float, optima_lb: dict | None = None,
-                  call_time: float = 10.0) -> list[dict]:
-    """One row per layer and budget (ascending): ub and lb (exact "num/den" tokens),
-    status, the weights the plan at ub receives, and the work used (seconds of budget).
+                  solve_time: float, optima_lb: dict | None = None, call_time: float = 10.0,
+                  shares=()) -> tuple[list[dict], list[dict]]:
+    """(points, least): per layer, one point per budget (ascending) with ub and lb (exact
+    "num/den" tokens), status, the weights the plan at ub receives and the work used
+    (seconds of budget); and per share s, the least weights received by a plan within
+    (1 + s) x the layer's optimum (`least_row`).
 
     optima_lb: layer -> a lower bound on its unconstrained optimum (a reference's lb).
     The layer is first solved without a budget (`solve_time`): its lb bounds every point,
-    and its plan, relabelled onto the plan in place, is a start wherever it fits the budget.
-    The frontier never rises with K: each budget also starts from the plan found at the one
-    below, and each lb is at least the lb found at the budgets above."""
+    its ub is the optimum the shares scale, and its plan, relabelled onto the plan in
+    place, is a start wherever it fits. The frontier never rises with K: each budget also
+    starts from the plan found at the one below, and each lb is at least the lb found at
+    the budgets above."""
     old = plan_in_place(spec, instance, call_time)
-    topology = instance.topology
+    points, least = [], []
+    for layer, weight in enumerate(instance.weight):
+        where = f"{spec} on {instance.id} layer {layer}"
+        optimum = solve(weight[None, :], instance.topology, policy, time_limit=solve_time)[0]
+        optimum = replace(optimum, lb=max(optimum.lb, (optima_lb or {}).get(layer, 0)))
+        nearest = relabel(old[layer], optimum.phy2log, instance.topology)[0]
+        found = _budget_points(weight, instance.topology, policy, old[layer], budgets,
+                               solve_time, nearest, optimum.lb, where)
+        key = {"instance": instance.id, "layer": layer, "policy": policy.value, "old": spec}
+        points += [{**key, **point} for point in _point_rows(budgets, found)]
+        least += [{**key, **least_row(weight, instance.topology, policy, old[layer], share,
+                                      optimum, budgets, found, nearest, solve_time)}
+                  for share in shares]
+    return points, least
+
+
+def budget_rows(instance: Instance, old: np.ndarray, policy: Policy | str, max_moves: int,
+                time_limit: float, workers: int = 1) -> list[dict]:
+    """One point per layer at budget `max_moves` from the plan in place `old` ([L, P]
+    expert ids; InvalidPlacement when it is not a placement of `instance`)."""
+    policy = Policy.parse(policy)
+    old = check(instance.weight, old, instance.topology).phy2log
     rows = []
     for layer, weight in enumerate(instance.weight):
-        optimum = solve(weight[None, :], topology, policy, time_limit=solve_time)[0]
-        nearest = relabel(old[layer], optimum.phy2log, topology)[0]
-        lower = max(optimum.lb, (optima_lb or {}).get(layer, 0))
-        found, starts = [], [nearest]
-        for budget in budgets:
-            try:
-                result = solve_budget(weight, topology, policy, old[layer], budget,
-                                      solve_time, starts=starts, lower=lower)
-            except BadInput as error:
-                raise BadInput(f"{spec} on {instance.id} layer {layer}: {error}") from None
-            found.append(result)
-            starts = [result.phy2log, nearest]
-        lowers = np.maximum.accumulate([r.lb for r in reversed(found)])[::-1]
-        for budget, result, lower in zip(budgets, found, lowers):
-            rows.append({"instance": instance.id, "layer": layer, "policy": policy.value,
-                         "old": spec, "budget": budget, "ub": str(result.ub),
-                         "lb": str(lower), "status": OPTIMAL if lower == result.ub else FEASIBLE,
-                         "received": result.params["received"],
-                         "gap": float((result.ub - lower) / result.ub) if result.ub else 0.0,
-                         "work": result.params["work"]})
+        try:
+            result = solve_budget(weight, instance.topology, policy, old[layer], max_moves,
+                                  time_limit, workers)
+        except BadInput as error:
+            raise BadInput(f"layer {layer}: {error}") from None
+        rows += [{"instance": instance.id, "layer": layer, "policy": policy.value, **point}
+                 for point in _point_rows([max_moves], [result])]
     return rows
+
+
+def _budget_points(weight, topology, policy, old, budgets, solve_time, nearest, lower,
+                   where) -> list:
+    """[SolveResult] per budget, each started from the plan found at the one below."""
+    found, starts = [], [nearest]
+    for budget in budgets:
+        try:
+            result = solve_budget(weight, topology, policy, old, budget, solve_time,
+                                  starts=starts, lower=lower)
+        except BadInput as error:
+            raise BadInput(f"{where}: {error}") from None
+        found.append(result)
+        starts = [result.phy2log, nearest]
+    return found
+
+
+def _point_rows(budgets, found) -> list[dict]:
+    """The budget points' columns, each lb raised to the largest lb at a budget above."""
+    lowers = np.maximum.accumulate([r.lb for r in reversed(found)])[::-1]
+    return [{"budget": budget, "ub": str(result.ub), "lb": str(lower),
+             "status": OPTIMAL if lower == result.ub else FEASIBLE,
+             "received": result.params["received"],
+             "gap": float((result.ub - lower) / result.ub) if result.ub else 0.0,
+             "work": result.params["work"]}
+            for budget, result, lower in zip(budgets, found, lowers)]
+
+
+def least_row(weight, topology, policy, old, share: Fraction, optimum, budgets, found,
+              nearest, solve_time) -> dict:
+    """The least weights received from `old` by a plan within target = (1 + share) x
+    optimum.ub (tokens): moves (a checked plan's), moves_lb, status, that plan's max_load.
+    The budget points `found` help: their plans are starts, and a budget K whose lb is
+    above the target proves that more than K weights are needed."""
+    target = optimum.ub * (1 + Fraction(share))
+    result = least_moves(weight, topology, policy, old, target, solve_time,
+                         starts=[nearest, *(r.phy2log for r in found)])
+    above = [budget + 1 for budget, point in zip(budgets, found) if point.lb > target]
+    moves_lb = min(max([result.moves_lb, *above]), result.moves)
+    return {"share": float(share), "target": str(target), "optimum": str(optimum.ub),
+            "optimum_certified": optimum.lb == optimum.ub, "moves": result.moves,
+            "moves_lb": moves_lb, "status": OPTIMAL if moves_lb == result.moves else FEASIBLE,
+            "max_load": str(result.max_load), "work": result.work}

@@ -15,7 +15,7 @@ from eplbench.frontier import frontier_rows, plan_in_place
 from eplbench.instances import load_instances
 from eplbench.migration import migration
 from eplbench.problem import Policy, Topology
-from eplbench.solvers.frontier import solve_budget
+from eplbench.solvers.frontier import least_moves, solve_budget
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.result import SolveResult
 
@@ -47,6 +47,30 @@ def test_every_budget_is_certified_at_the_brute_force_value(weight, topo, policy
         assert layer_max_load(weight, result.phy2log, topo, policy) == result.ub
 
 
+@pytest.mark.parametrize("weight, topo, policy, old", list(_cases(12)))
+def test_least_moves_is_the_first_budget_whose_point_reaches_the_target(weight, topo, policy,
+                                                                         old):
+    shape = (topo.num_replicas, topo.num_groups, topo.num_nodes, topo.num_gpus)
+    expected = frontier(weight, *shape, policy.value, old.tolist())
+    for target in sorted(set(expected)):
+        result = least_moves(weight, topo, policy, old, target, time_limit=5.0)
+        least = next(k for k, load in enumerate(expected) if load <= target)
+        assert (result.status, result.moves, result.moves_lb) == ("OPTIMAL", least, least)
+        assert int(migration(old, result.phy2log, topo).received[0]) == least
+        assert result.max_load == layer_max_load(weight, result.phy2log, topo, policy) <= target
+
+
+def test_a_target_between_the_bounds_and_the_optimum_is_proven_out_of_reach():
+    weight, topo, policy, old = next(_cases(1))  # optimum 31/2, lower bound 15
+    best = optimum(weight, topo.num_replicas, topo.num_groups, topo.num_nodes,
+                   topo.num_gpus, policy.value)
+    result = least_moves(weight, topo, policy, old, best - Fraction(1, 3), time_limit=5.0)
+    assert (result.status, result.moves, result.phy2log) == ("INFEASIBLE", None, None)
+    assert result.moves_lb == topo.num_replicas + 1
+    with pytest.raises(BadInput, match="below the layer's lower bound"):
+        least_moves(weight, topo, policy, old, Fraction(1), time_limit=5.0)
+
+
 def test_the_plan_in_place_must_keep_the_hierarchy_it_is_solved_under():
     topo = Topology(8, 2, 2, 4)
     old = np.array([0, 2, 1, 3, 0, 2, 1, 3])  # groups {0, 1} and {2, 3} span both nodes
@@ -63,7 +87,7 @@ def test_a_negative_budget_is_refused():
 def test_the_sweep_never_rises_with_the_budget_and_counts_what_each_plan_receives():
     instance = load_instances("tiny")[20]  # 4 experts, 15 slots on 5 GPUs of 1 node
     rows = frontier_rows(instance, "deepseek", Policy.GLOBAL, [0, 1, 2, 4, 15],
-                         solve_time=0.05)
+                         solve_time=0.05)[0]
     topo = instance.topology
     for layer in range(instance.num_layers):
         mine = [row for row in rows if row["layer"] == layer]
@@ -85,8 +109,10 @@ def test_frontier_command_writes_certified_points(tmp_path):
                                      "8,2,2,4", "--out", str(tmp_path / "set")])
     assert generated.exit_code == 0, generated.output
     out = tmp_path / "points.csv"
+    least_out = tmp_path / "least.csv"
     result = runner.invoke(main, ["frontier", str(tmp_path / "set"), "--budgets", "2,0",
-                                  "--time-limit", "5", "--out", str(out)])
+                                  "--time-limit", "5", "--out", str(out), "--least-out",
+                                  str(least_out), "--reach", "0.1,0"])
     assert result.exit_code == 0, result.output
     points = pd.read_csv(out)
     assert points["budget"].tolist() == [0, 2, 0, 2]
@@ -98,12 +124,24 @@ def test_frontier_command_writes_certified_points(tmp_path):
     for row in points.itertuples():
         expected = frontier(instance.weight[row.layer], *shape, policy, old[row.layer].tolist())
         assert Fraction(row.ub) == expected[row.budget]
+    least = pd.read_csv(least_out)
+    assert least["share"].tolist() == [0, 0.1, 0, 0.1]
+    assert set(least["status"]) == {"OPTIMAL"} and least["optimum_certified"].all()
+    for row in least.itertuples():
+        expected = frontier(instance.weight[row.layer], *shape, policy, old[row.layer].tolist())
+        assert Fraction(row.optimum) == expected[-1]
+        assert Fraction(row.target) == expected[-1] * (1 + Fraction(row.share).limit_denominator())
+        assert row.moves == row.moves_lb == next(k for k, load in enumerate(expected)
+                                                 if load <= Fraction(row.target))
 
 
-def test_frontier_command_refuses_a_bad_budget_list(tmp_path):
-    result = CliRunner().invoke(main, ["frontier", "tiny", "--budgets", "2,-1", "--out",
+@pytest.mark.parametrize("option, value, message", [("--budgets", "2,-1", "integers >= 0"),
+                                                     ("--reach", "0,-0.01", "numbers >= 0"),
+                                                     ("--reach", "1/0", "numbers >= 0")])
+def test_frontier_command_refuses_a_bad_list(tmp_path, option, value, message):
+    result = CliRunner().invoke(main, ["frontier", "tiny", option, value, "--out",
                                        str(tmp_path / "p.csv")])
-    assert result.exit_code == 2 and "integers >= 0" in result.output
+    assert result.exit_code == 2 and message in result.output
 
 
 def test_a_bound_proven_at_a_larger_budget_holds_at_every_smaller_one(monkeypatch):
@@ -122,10 +160,85 @@ def test_a_bound_proven_at_a_larger_budget_holds_at_every_smaller_one(monkeypatc
                                 "enum")
     monkeypatch.setattr("eplbench.frontier.solve", lambda *args, **kwargs: [unconstrained])
     monkeypatch.setattr("eplbench.frontier.relabel", lambda old, new, topo: new[None])
-    rows = frontier_rows(instance, "deepseek", Policy.GLOBAL, [0, 1, 2], solve_time=1.0)
+    rows = frontier_rows(instance, "deepseek", Policy.GLOBAL, [0, 1, 2], solve_time=1.0)[0]
     first_layer = [(row["lb"], row["status"]) for row in rows if row["layer"] == 0]
     assert first_layer == [("7", "FEASIBLE"), ("7", "FEASIBLE"), ("7", "FEASIBLE")]
     found[2] = (8, 8)
-    rows = frontier_rows(instance, "deepseek", Policy.GLOBAL, [0, 1, 2], solve_time=1.0)
+    rows = frontier_rows(instance, "deepseek", Policy.GLOBAL, [0, 1, 2], solve_time=1.0)[0]
     assert [row["status"] for row in rows if row["layer"] == 0] == ["FEASIBLE", "OPTIMAL",
                                                                     "OPTIMAL"]
+
+
+def test_a_budget_point_above_the_target_proves_more_moves_are_needed(monkeypatch):
+    from eplbench.frontier import least_row
+    from eplbench.solvers.frontier import LeastMoves
+
+    plan = np.zeros(4, dtype=np.int64)
+    monkeypatch.setattr("eplbench.frontier.least_moves", lambda *args, **kwargs: LeastMoves(
+        "FEASIBLE", 6, 0, plan, Fraction(10), 0.0))
+    optimum = SolveResult("OPTIMAL", Fraction(10), Fraction(10), plan, 0.0, None, "enum")
+
+    def point(lb):
+        return SolveResult("FEASIBLE", Fraction(12), Fraction(lb), plan, 0.0, None, "cpsat")
+
+    found = [point(11), point(Fraction(21, 2)), point(10)]  # at budgets 0, 3 and 8
+    row = least_row(None, None, Policy.GLOBAL, plan, Fraction(0), optimum, [0, 3, 8], found,
+                    plan, 1.0)
+    assert (row["target"], row["moves"], row["moves_lb"]) == ("10", 6, 4)
+    assert row["status"] == "FEASIBLE"
+    row = least_row(None, None, Policy.GLOBAL, plan, Fraction(1, 20), optimum, [0, 3, 8],
+                    found, plan, 1.0)
+    assert (row["target"], row["moves_lb"]) == ("21/2", 1)
+
+
+def _generated_set(runner, folder, layers):
+    generated = runner.invoke(main, ["instances", "generate", "--family", "uniform", "--layers",
+                                     str(layers), "--experts", "4", "--topology", "8,2,2,4",
+                                     "--out", str(folder)])
+    assert generated.exit_code == 0, generated.output
+    return load_instances(str(folder))[0]
+
+
+def test_solve_from_a_plan_file_gives_the_frontier_point_of_each_layer(tmp_path):
+    runner = CliRunner()
+    instance = _generated_set(runner, tmp_path / "set", layers=3)
+    topo = instance.topology
+    old = np.stack([deepseek_placement(w[::-1].copy(), topo, Policy.HIERARCHICAL)
+                    for w in instance.weight])
+    np.save(tmp_path / "old.npy", old)
+    out = tmp_path / "points.csv"
+    result = runner.invoke(main, ["solve", str(tmp_path / "set"), "--old",
+                                  str(tmp_path / "old.npy"), "--max-moves", "1",
+                                  "--time-limit", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    points = pd.read_csv(out)
+    assert points["policy"].tolist() == ["global"] * 3 + ["hierarchical"] * 3
+    shape = (topo.num_replicas, topo.num_groups, topo.num_nodes, topo.num_gpus)
+    for row in points.itertuples():
+        expected = frontier(instance.weight[row.layer], *shape, row.policy,
+                            old[row.layer].tolist())
+        assert (Fraction(row.ub), row.status) == (expected[1], "OPTIMAL")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--max-moves", "1"], "go together"),
+    (["--old", "{old}"], "go together"),
+    (["--old", "{short}", "--max-moves", "1"], "short.npy: "),
+    (["--old", "{old}", "--max-moves", "-1"], "-1 is not in the range"),
+])
+def test_solve_from_a_plan_refuses_bad_input_naming_it(tmp_path, arguments, message):
+    runner = CliRunner()
+    instance = _generated_set(runner, tmp_path / "set", layers=2)
+    old = np.stack([deepseek_placement(w, instance.topology, Policy.GLOBAL)
+                    for w in instance.weight])
+    np.save(tmp_path / "old.npy", old)
+    np.save(tmp_path / "short.npy", old[:1])
+    paths = {"old": tmp_path / "old.npy", "short": tmp_path / "short.npy"}
+    result = runner.invoke(main, ["solve", str(tmp_path / "set"),
+                                  *(item.format(**paths) for item in arguments)])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_solve_from_a_plan_needs_one_instance():
+    result = CliRunner().invoke(main, ["solve", "tiny", "--old", "x.npy", "--max-moves", "1"])
+    assert result.exit_code == 2 and "name one as tiny:ID" in result.output

@@ -1,6 +1,7 @@
-"""One point of the balance-versus-migration frontier (spec §11): for a layer, the plan in
-place `old` and a budget K, the least max load of any plan of the policy that receives at
-most K weights.
+"""Points of the balance-versus-migration frontier (spec §11), for a layer and the plan in
+place `old`: at a budget K, the least max load of any plan of the policy that receives at
+most K weights (`solve_budget`); at a target max load, the least weights any plan within it
+receives (`least_moves`).
 
 The joint model (`model.py`) over labelled GPUs and nodes (the plan in place tells them
 apart, so no symmetry is broken), with r[e, g] = 1 when GPU g holds e and did not in `old`,
@@ -12,7 +13,10 @@ layer's no-search bounds (a budget never lowers the optimum).
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -27,7 +31,7 @@ from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import count_domains, incumbent_units, lower_units
 from eplbench.solvers.layer import hierarchy_bound
 from eplbench.solvers.model import PlacementModel, Scaling
-from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
+from eplbench.solvers.result import FEASIBLE, INFEASIBLE, OPTIMAL, SolveResult
 from eplbench.solvers.work import Deadline, afford_model
 
 
@@ -51,13 +55,39 @@ class BudgetModel(PlacementModel):
     def receipts(self, max_moves: int) -> None:
         """r[e, g] >= 1 when GPU g holds e and did not before; sum r <= max_moves."""
         slots = self.topology.slots_per_gpu
-        received = {}
+        self.received = {}
         for (e, k, g), var in self.z.items():
             if not self.old_held[g, e]:
-                if (e, g) not in received:
-                    received[e, g] = self.backend.bool_var(f"r{e}_{g}")
-                self.backend.add(var <= min(k, slots) * received[e, g])
-        self.backend.add(sum(received.values()) <= max_moves)
+                if (e, g) not in self.received:
+                    self.received[e, g] = self.backend.bool_var(f"r{e}_{g}")
+                self.backend.add(var <= min(k, slots) * self.received[e, g])
+        self.backend.add(sum(self.received.values()) <= max_moves)
+
+
+class MovesModel(BudgetModel):
+    """The budget model with T's upper bound a target max load, minimising the weights
+    received instead of T."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend.minimize(sum(self.received.values()))
+
+
+@dataclass(frozen=True)
+class LeastMoves:
+    """The least weights received from the plan in place by a plan within a target max load.
+
+    status: OPTIMAL (moves == moves_lb), FEASIBLE, or INFEASIBLE (no plan reaches the target:
+    moves and phy2log None); moves: what phy2log ([P] expert ids) receives; moves_lb: proven
+    lower bound on the least; max_load: phy2log's exact max load (tokens, <= the target);
+    work: seconds of work budget used."""
+
+    status: str
+    moves: int | None
+    moves_lb: int
+    phy2log: np.ndarray | None
+    max_load: Fraction | None
+    work: float
 
 
 def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_moves: int,
@@ -75,9 +105,7 @@ def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_move
     old = np.asarray(old, dtype=np.int64)
     if max_moves < 0:
         raise BadInput(f"max_moves must be >= 0, got {max_moves}")
-    if policy is Policy.HIERARCHICAL and not check(weight[None], old[None],
-                                                  topology).respects_hierarchy:
-        raise BadInput("the plan in place breaks the hierarchical policy it is solved under")
+    _check_old(weight, topology, policy, old)
     deadline = Deadline.budget(time_limit)
     phy2log, upper = best_within(weight, topology, policy, old, max_moves, starts)
     lower = before_search = max(layer_bound(weight, topology, policy), lower)
@@ -104,20 +132,92 @@ def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_move
                        CpSatBackend.version, "model" if lower > before_search else "before search")
 
 
+def least_moves(weight, topology: Topology, policy: Policy | str, old, target: Fraction,
+                time_limit: float, workers: int = 1, seed: int = 0, starts=()) -> LeastMoves:
+    """The least weights received from `old` ([P] expert ids, valid for `policy`) by a plan
+    of `policy` whose max load is at most `target` (tokens); weight: [E] tokens.
+
+    starts: more [P] plans of `policy` to start from (those within the target count)."""
+    policy = Policy.parse(policy)
+    weight = np.asarray(weight, dtype=np.int64)
+    old = np.asarray(old, dtype=np.int64)
+    target = Fraction(target)
+    _check_old(weight, topology, policy, old)
+    lower = layer_bound(weight, topology, policy)
+    if target < lower:
+        raise BadInput(f"target {target} is below the layer's lower bound {lower}: "
+                       f"no plan reaches it")
+    deadline = Deadline.budget(time_limit)
+    known = [(moves, plan) for load, moves, plan in
+             _candidates(weight, topology, policy, old, topology.num_replicas, starts)
+             if load <= target]
+    moves, phy2log = min(known, key=lambda item: item[0], default=(None, None))
+    moves_lb = 0
+    if moves != 0 and time_limit > 0:
+        found = _fewest(weight, topology, policy, old, target, lower, moves, phy2log,
+                        deadline, workers, seed)
+        if found is not None:
+            (moves, phy2log), moves_lb = found
+    status = INFEASIBLE if moves is None else OPTIMAL if moves == moves_lb else FEASIBLE
+    load = None if phy2log is None else layer_max_load(weight, phy2log, topology, policy)
+    return LeastMoves(status, moves, moves_lb, phy2log, load, round(deadline.meter.seconds, 6))
+
+
+def _fewest(weight, topology, policy, old, target, lower, moves, phy2log, deadline, workers,
+            seed):
+    """((weights received, plan), proven least) after the moves model's search, or None
+    when it cannot be afforded; moves, phy2log: the best known plan within the target (or
+    None, None); the least is P + 1 when no plan reaches the target."""
+    domains, complete = count_domains(weight, topology, policy, target,
+                                      old if phy2log is None else phy2log)
+    scaling = Scaling.for_domains(weight, domains, target, CpSatBackend.max_model_load)
+    if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
+        return None
+    backend = CpSatBackend()
+    model = MovesModel(backend, weight, topology, policy, domains, scaling,
+                       lower_units(weight, topology, scaling, lower),
+                       math.floor(target * scaling.scale / scaling.divisor), old,
+                       topology.num_replicas if moves is None else moves)
+    if phy2log is not None:
+        model.add_hint(phy2log)
+    result = backend.solve(deadline, workers, seed)
+    if result.values:
+        candidate = model.placement(result.values)
+        received = _received(old, candidate, topology)
+        if (layer_max_load(weight, candidate, topology, policy) <= target
+                and (moves is None or received < moves)):
+            moves, phy2log = received, candidate
+    least = 0
+    if complete and result.status == INFEASIBLE:
+        least = topology.num_replicas + 1
+    elif complete and result.bound is not None:
+        least = result.bound
+    return (moves, phy2log), least if moves is None else min(least, moves)
+
+
 def best_within(weight: np.ndarray, topology: Topology, policy: Policy, old: np.ndarray,
                 max_moves: int, starts=()):
     """(phy2log [P], exact max load): the best of the plan in place, budgeted@K's plan,
     DeepSeek's relabelled and `starts` that receives at most `max_moves`."""
+    load, _, plan = min(_candidates(weight, topology, policy, old, max_moves, starts),
+                        key=lambda item: item[:2])
+    return plan, load
+
+
+def _candidates(weight, topology, policy, old, max_moves, starts):
+    """(exact max load, weights received, plan) of the plan in place, budgeted@max_moves's
+    plan, DeepSeek's relabelled and `starts`, those receiving at most `max_moves`."""
     from eplbench.heuristics.budgeted import improve_layer
 
     improved = old.copy()
     improve_layer(weight.astype(np.float64), improved, topology, max_moves)
     fresh = relabel(old, deepseek_placement(weight, topology, policy), topology)[0]
-    starts = [(layer_max_load(weight, plan, topology, policy), index, plan)
-              for index, plan in enumerate((old, improved, fresh, *starts))
-              if _received(old, plan, topology) <= max_moves]
-    load, _, plan = min(starts, key=lambda item: item[:2])
-    return plan, load
+    found = []
+    for plan in (old, improved, fresh, *starts):
+        moves = _received(old, plan, topology)
+        if moves <= max_moves:
+            found.append((layer_max_load(weight, plan, topology, policy), moves, plan))
+    return found
 
 
 def layer_bound(weight: np.ndarray, topology: Topology, policy: Policy):
@@ -144,6 +244,12 @@ def _search(weight, topology, policy, old, max_moves, domains, start, upper, low
     candidate = model.placement(result.values) if result.values else start
     bound = None if result.bound is None else scaling.tokens(result.bound)
     return candidate, bound
+
+
+def _check_old(weight, topology, policy, old) -> None:
+    if policy is Policy.HIERARCHICAL and not check(weight[None], old[None],
+                                                  topology).respects_hierarchy:
+        raise BadInput("the plan in place breaks the hierarchical policy it is solved under")
 
 
 def _received(old: np.ndarray, new: np.ndarray, topology: Topology) -> int:
