@@ -474,32 +474,12 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     Example: eplbench replay --simulate 4x64 (about half a minute with the defaults)."""
     from eplbench.gaps import attach_reference
     from eplbench.heuristics import RELABEL_SUFFIX
-    from eplbench.instances.importers import read_expert_load_json
-    from eplbench.replay import (fixed_plan, hindsight_entries, replay_rows, replay_summary,
-                                 simulated_windows, window_instances)
+    from eplbench.replay import fixed_plan, hindsight_entries, replay_rows, replay_summary
     from eplbench.results import write_results
     from eplbench.runner import RunOptions
 
-    topo = _parse_topology(topology)
-    if (trace is None) == (simulate is None):
-        raise BadInput("give a TRACE file or --simulate LAYERSxEXPERTS (one of the two)")
-    if simulate:
-        layers, experts = _shape(simulate)
-        groups = topo.num_groups if experts % topo.num_groups == 0 else 1
-        topk_groups = max(1, groups // 2)
-        # DeepSeek-V3 routes 8 of 256 experts; keep a token on at most a quarter of them
-        top_k = max(1, min(8, experts // 4, topk_groups * experts // groups))
-        loads = simulated_windows(layers, experts, windows, seed, groups=groups,
-                                  topk_groups=topk_groups, top_k=top_k)
-        name = f"simulated-{simulate}"
-    else:
-        loads, name = read_expert_load_json(trace, window or 1), Path(trace).stem
-    if len(loads) < 2:
-        raise BadInput(f"{trace or name}: {len(loads)} window(s); replay needs at least 2")
-    try:
-        instances = window_instances(loads, topo, name, policy)
-    except BadInput as error:
-        raise BadInput(f"{trace or name}: {error}") from None
+    instances, name = _trace_windows(trace, simulate, windows, seed, window, topology, policy)
+    topo = instances[0].topology
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
     with tracked("planning", len(instances) - 1) as progress:
         names = _split(heuristics)
@@ -558,6 +538,35 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     sys.exit(0 if table.valid.all() else 1)
 
 
+def _trace_windows(trace, simulate, windows: int, seed: int, window, topology: str,
+                   policy) -> tuple[list, str]:
+    """(one instance per window of TRACE or of the simulator's --simulate LxE, the trace's
+    name); BadInput naming the trace when it has fewer than 2 windows or does not fit."""
+    from eplbench.instances.importers import read_expert_load_json
+    from eplbench.replay import simulated_windows, window_instances
+
+    topo = _parse_topology(topology)
+    if (trace is None) == (simulate is None):
+        raise BadInput("give a TRACE file or --simulate LAYERSxEXPERTS (one of the two)")
+    if simulate:
+        layers, experts = _shape(simulate)
+        groups = topo.num_groups if experts % topo.num_groups == 0 else 1
+        topk_groups = max(1, groups // 2)
+        # DeepSeek-V3 routes 8 of 256 experts; keep a token on at most a quarter of them
+        top_k = max(1, min(8, experts // 4, topk_groups * experts // groups))
+        loads = simulated_windows(layers, experts, windows, seed, groups=groups,
+                                  topk_groups=topk_groups, top_k=top_k)
+        name = f"simulated-{simulate}"
+    else:
+        loads, name = read_expert_load_json(trace, window or 1), Path(trace).stem
+    if len(loads) < 2:
+        raise BadInput(f"{trace or name}: {len(loads)} window(s); replay needs at least 2")
+    try:
+        return window_instances(loads, topo, name, policy), name
+    except BadInput as error:
+        raise BadInput(f"{trace or name}: {error}") from None
+
+
 def _shape(text: str) -> tuple[int, int]:
     try:
         layers, experts = (int(part) for part in text.lower().split("x"))
@@ -577,6 +586,10 @@ def _fraction(ctx, param, value: str) -> float:
     if number < 0:
         raise click.BadParameter("must not be negative")
     return number
+
+
+def _optional_fraction(ctx, param, value):
+    return None if value is None else _fraction(ctx, param, value)
 
 
 @main.command()
@@ -603,21 +616,44 @@ def _fraction(ctx, param, value: str) -> float:
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
               help="Instances run at once in local worker processes.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the results table.")
+@click.option("--trace", type=click.Path(dir_okay=False),
+              help="Also replay this expert-load.json (one record per window) with "
+                   "candidate and baseline each given its own plan before, and gate the "
+                   "weights their plans move (--max-migration-increase). Its rows are not "
+                   "in --out: `eplbench replay --out` writes a trace's.")
+@click.option("--simulate", metavar="LAYERSxEXPERTS",
+              help="As --trace, on the routing simulator's drifting windows (e.g. 4x64; "
+                   "6 windows, seed 0, 288 slots on 8 groups, 4 nodes, 32 GPUs).")
+@click.option("--max-migration-increase", callback=_optional_fraction,
+              help="How much more the candidate's mean weights received per layer and "
+                   "rebalance may be than the baseline's on --trace / --simulate, a share "
+                   "of the baseline's [default: 10%].")
 @POLICY_OPTION
 def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
-         max_instance_gap_increase, max_slowdown, repeats, time_limit, jobs, out, policy):
+         max_instance_gap_increase, max_slowdown, repeats, time_limit, jobs, out, trace,
+         simulate, max_migration_increase, policy):
     """Gate a heuristic change in CI (exit 0 pass, 1 fail, 2 bad input).
 
     Passes when the candidate is valid on every instance, its mean gap per set and its gap
     on each instance are no worse than the baseline's beyond the tolerances, and its runtime
-    ratio is within --max-slowdown or the slowdown is not significant. Prints which instance
-    failed which check. Reads reference values; never solves.
+    ratio is within --max-slowdown or the slowdown is not significant; with --trace or
+    --simulate, also when its plans move no more weights than the baseline's beyond
+    --max-migration-increase. Prints which instance failed which check. Reads reference
+    values; never solves.
     """
+    from dataclasses import replace
+
     import pandas as pd
 
-    from eplbench.gate import Limits, verdicts
+    from eplbench.gate import Limits, migration, served_load, verdicts
+    from eplbench.replay import replay_rows
     from eplbench.results import write_results
     from eplbench.runner import RunOptions
+
+    if max_migration_increase is not None and trace is None and simulate is None:
+        raise BadInput("--max-migration-increase needs --trace or --simulate to replay")
+    replayed = (None if trace is None and simulate is None else
+                _trace_windows(trace, simulate, 6, 0, None, "288,8,4,32", policy))
 
     loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
@@ -628,10 +664,24 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
     options = RunOptions(repeats=repeats, time_limit=time_limit, baseline=baseline, jobs=jobs)
     table, _ = _run_resumable([candidate], loaded, options, None)
     table = pd.concat(_per_set(table, loaded), ignore_index=True)
-    if out:
-        write_results(table, out)
     limits = Limits(max_gap_increase, max_instance_gap_increase, max_slowdown)
     checks, failures = verdicts(table, candidate, baseline, limits)
+    if replayed:
+        windows, name = replayed
+        with tracked(f"replaying {name}", len(windows) - 1) as progress:
+            rows = replay_rows([candidate], windows, replace(options, repeats=1),
+                               on_unit=lambda index, _: progress.advance(windows[index].id))
+        limit = 0.10 if max_migration_increase is None else max_migration_increase
+        found = [migration(rows, candidate, baseline, limit),
+                 served_load(rows, candidate, baseline, max_gap_increase)]
+        checks = pd.concat([checks, pd.DataFrame([{"set": name, **row} for row, _ in found])],
+                           ignore_index=True)
+        failures = pd.concat([failures, pd.DataFrame([{"set": name, **f} for _, failed in found
+                                                      for f in failed],
+                                                     columns=failures.columns)],
+                             ignore_index=True)
+    if out:
+        write_results(table, out)
     _print_frame(checks.assign(passed=checks.passed.map({True: "pass", False: "FAIL"}))
                  .rename(columns={"passed": "verdict"}),
                  f"gate: {candidate} against {baseline} (speed: x faster than {baseline})")

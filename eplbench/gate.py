@@ -14,6 +14,11 @@ interleaved in one run, with reference gaps attached (`gaps.attach_reference`). 
   above 1 is faster), is at least 1 / `max_slowdown`, or the slowdown is not significant: as
   in asv's continuous comparison, a speedup below the floor fails only when a bootstrap
   95% interval of it lies wholly below 1.
+
+On a trace replayed with the rebalance cost (`replay.replay_rows`, each heuristic given its
+own plan before), `migration` checks the weights each plan makes GPUs receive from the plan
+before, and `served_load` the max load each plan serves the next window with (a candidate
+that keeps its plan moves nothing, and is caught there).
 """
 
 from __future__ import annotations
@@ -133,6 +138,62 @@ def _speed(rows, candidate, baseline, limits):
         note = f"{1 / speedup:.3g}x slower than allowed ({limits.max_slowdown:g}x); {note}"
     return ({"check": "speed", "candidate": f"{speedup:.3g}x", "baseline": "1x",
              "limit": f">= {floor:.3g}x", "passed": passed, "note": note}, [])
+
+
+def migration(rows: pd.DataFrame, candidate: str, baseline: str, limit: float):
+    """Mean weights received per layer and rebalance (the `moved` column of replay rows),
+    over the (served window, layer) pairs where both have a plan before and after; fails
+    when the candidate's mean exceeds the baseline's by more than `limit` (a share of the
+    baseline's). A failure lists the served windows where the candidate's is above."""
+    moved = rows.pivot(index=["instance", "layer"], columns="heuristic", values="moved")
+    inter = rows.pivot(index=["instance", "layer"], columns="heuristic",
+                       values="moved_inter_node")
+    both = moved[[candidate, baseline]].notna().all(axis=1)
+    if not both.any():
+        return ({"check": "migration", "candidate": "-", "baseline": "-",
+                 "limit": f"+{limit:.0%}", "passed": False,
+                 "note": "no rebalance where both have a plan before and after"}, [])
+    mean = moved[both].mean()
+    passed = mean[candidate] <= mean[baseline] * (1 + limit)
+    per_window = moved[both].groupby(level="instance").mean()
+    above = per_window[per_window[candidate] > per_window[baseline] * (1 + limit)]
+    failed = [] if passed else [
+        {"instance": window, "check": "migration",
+         "detail": f"{row[candidate]:.1f} weights received per layer vs {row[baseline]:.1f}"}
+        for window, row in above.iterrows()]
+    return ({"check": "migration", "candidate": f"{mean[candidate]:.1f} / layer",
+             "baseline": f"{mean[baseline]:.1f} / layer", "limit": f"+{limit:.0%}",
+             "passed": bool(passed),
+             "note": f"weights received per layer and rebalance, over {int(both.sum())} "
+                     f"layer-rebalances; "
+                     f"inter-node {inter[both].mean()[candidate]:.1f} vs "
+                     f"{inter[both].mean()[baseline]:.1f}"}, failed)
+
+
+def served_load(rows: pd.DataFrame, candidate: str, baseline: str, limit: float):
+    """Mean over served windows and layers of candidate max load / baseline max load - 1
+    (replay rows); fails above `limit` (the gap tolerance: against the window's optimum,
+    which is at most the baseline's load, the gap increase is at least this) or where the
+    candidate's plan is invalid. A failure lists the windows above the limit."""
+    mine = rows[rows.heuristic == candidate]
+    invalid = mine[~mine.valid].drop_duplicates("instance")
+    loads = rows.pivot(index=["instance", "layer"], columns="heuristic", values="max_load")
+    increase = (loads[candidate] / loads[baseline] - 1).dropna()
+    per_window = increase.groupby(level="instance").mean()
+    mean = float(increase.mean()) if len(increase) else np.nan
+    passed = invalid.empty and bool(mean <= limit)
+    failed = [{"instance": row.instance, "check": "served load",
+               "detail": f"{row.reason}: {row.detail}"} for row in invalid.itertuples()]
+    if not passed:
+        failed += [{"instance": window, "check": "served load",
+                    "detail": f"max load {value:+.4%} against the baseline's, mean over layers"}
+                   for window, value in per_window[per_window > limit].items()]
+    return ({"check": "served load", "candidate": f"{mean:+.4%}", "baseline": "0",
+             "limit": f"+{limit:.4%}", "passed": passed,
+             "note": f"max load serving the next window against the baseline's, mean over "
+                     f"{len(increase)} window-layers" + (f"; invalid on {len(invalid)} "
+                                                         f"window(s)" if len(invalid) else "")},
+            failed)
 
 
 def round_log_ratios(rows: pd.DataFrame, candidate: str, baseline: str) -> np.ndarray:

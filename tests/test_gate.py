@@ -303,3 +303,92 @@ def test_the_speed_check_counts_only_instances_the_candidate_ran_on():
     table = table[(table.heuristic == "old") | (table.instance != "s/2")]
     row = verdicts(table, "new", "old", Limits())[0].set_index("check").loc["speed"]
     assert row.note.startswith("over 2 instances")
+
+
+def replayed(moved: dict, loads: dict | None = None) -> pd.DataFrame:
+    """Replay rows: heuristic -> [window][layer] weights received (None: no plan before),
+    and heuristic -> [window][layer] served max load (None: an invalid plan; default 1)."""
+    rows = []
+    for name, windows in moved.items():
+        for window, layers in enumerate(windows):
+            for layer, value in enumerate(layers):
+                load = (loads or {}).get(name, [[1.0] * len(layers)] * len(windows))
+                load = load[window][layer]
+                rows.append({"heuristic": name, "instance": f"w/{window}", "layer": layer,
+                             "moved": np.nan if value is None else value,
+                             "moved_inter_node": np.nan if value is None else value / 2,
+                             "max_load": np.nan if load is None else load,
+                             "valid": load is not None, "reason": None if load else "shape",
+                             "detail": None if load else "wrong shape"})
+    return pd.DataFrame(rows)
+
+
+def test_migration_fails_beyond_the_share_and_names_the_windows_above():
+    from eplbench.gate import migration
+
+    base = [[None, None], [10, 10], [10, 10]]
+    row, failed = migration(replayed({"new": [[None, None], [11, 11], [10, 10]], "old": base}),
+                            "new", "old", 0.10)
+    assert (row["passed"], row["candidate"], row["baseline"]) == (True, "10.5 / layer",
+                                                                 "10.0 / layer")
+    assert "over 4 layer-rebalances; inter-node 5.2 vs 5.0" in row["note"] and failed == []
+    row, failed = migration(replayed({"new": [[None, None], [15, 11], [10, 10]], "old": base}),
+                            "new", "old", 0.10)
+    assert not row["passed"]
+    assert failed == [{"instance": "w/1", "check": "migration",
+                       "detail": "13.0 weights received per layer vs 10.0"}]
+
+
+def test_migration_counts_only_rebalances_both_sides_made():
+    from eplbench.gate import migration
+
+    row, _ = migration(replayed({"new": [[100, 100], [0, 2]], "old": [[None, None], [2, 2]]}),
+                       "new", "old", 0.0)
+    assert (row["passed"], row["candidate"]) == (True, "1.0 / layer")
+    row, _ = migration(replayed({"new": [[None, None]], "old": [[None, None]]}), "new", "old",
+                       0.0)
+    assert not row["passed"] and "no rebalance" in row["note"]
+
+
+@pytest.mark.cli
+def test_a_candidate_that_moves_more_weights_fails_the_migration_check():
+    runner = CliRunner()
+    arguments = ["gate", "-i", "tiny", "--repeats", "2", "--max-slowdown", "1000",
+                 "--simulate", "2x16", "--max-migration-increase", "50%"]
+    result = runner.invoke(main, [*arguments, "--candidate", "deepseek", "--baseline",
+                                  "budgeted@2"])
+    assert result.exit_code == 1
+    assert re.search(r"simulated-2x16 │ migration\s+│ [\d.]+ / layer\s+│ [\d.]+ / layer\s+"
+                     r"│ \+50%\s+│ FAIL", result.output), result.output
+    assert "migration on simulated-2x16" in result.output.splitlines()[-1]
+    result = runner.invoke(main, [*arguments, "--candidate", "budgeted@2", "--baseline",
+                                  "deepseek"])
+    assert re.search(r"simulated-2x16 │ migration .*│ pass", result.output), result.output
+    # plans changed by at most 2 weights each serve the drifting loads worse
+    assert re.search(r"simulated-2x16 │ served load .*│ FAIL", result.output), result.output
+
+
+def test_a_migration_limit_needs_a_trace():
+    result = CliRunner().invoke(main, ["gate", "--candidate", "zigzag", "-i", "tiny",
+                                       "--max-migration-increase", "5%"])
+    assert result.exit_code == 2 and "needs --trace or --simulate" in result.output
+
+
+def test_served_load_fails_a_plan_that_serves_worse_than_the_baseline():
+    from eplbench.gate import served_load
+
+    moved = {"new": [[0, 0], [0, 0]], "old": [[0, 0], [0, 0]]}
+    base = [[100.0, 100.0], [100.0, 100.0]]
+    row, failed = served_load(replayed(moved, {"new": [[100.0, 100.0], [100.0, 100.1]],
+                                                "old": base}), "new", "old", 0.0005)
+    assert (row["passed"], row["candidate"], failed) == (True, "+0.0250%", [])
+    row, failed = served_load(replayed(moved, {"new": [[100.0, 100.0], [100.0, 100.3]],
+                                                "old": base}), "new", "old", 0.0005)
+    assert not row["passed"]
+    assert failed == [{"instance": "w/1", "check": "served load",
+                       "detail": "max load +0.1500% against the baseline's, mean over layers"}]
+    row, failed = served_load(replayed(moved, {"new": [[90.0, 90.0], [None, None]],
+                                                "old": base}), "new", "old", 0.0005)
+    assert not row["passed"] and "invalid on 1 window(s)" in row["note"]
+    assert failed == [{"instance": "w/1", "check": "served load",
+                       "detail": "shape: wrong shape"}]
