@@ -69,6 +69,9 @@ def test_a_target_between_the_bounds_and_the_optimum_is_proven_out_of_reach():
     assert result.moves_lb == topo.num_replicas + 1
     with pytest.raises(BadInput, match="below the layer's lower bound"):
         least_moves(weight, topo, policy, old, Fraction(1), time_limit=5.0)
+    # no time to search: not proven, only not found
+    result = least_moves(weight, topo, policy, old, best - Fraction(1, 3), time_limit=0)
+    assert (result.status, result.moves, result.moves_lb) == ("UNKNOWN", None, 0)
 
 
 def test_the_plan_in_place_must_keep_the_hierarchy_it_is_solved_under():

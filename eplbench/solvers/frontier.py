@@ -31,7 +31,7 @@ from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.joint import count_domains, incumbent_units, lower_units
 from eplbench.solvers.layer import hierarchy_bound
 from eplbench.solvers.model import PlacementModel, Scaling
-from eplbench.solvers.result import FEASIBLE, INFEASIBLE, OPTIMAL, SolveResult
+from eplbench.solvers.result import FEASIBLE, INFEASIBLE, OPTIMAL, UNKNOWN, SolveResult
 from eplbench.solvers.work import Deadline, afford_model
 
 
@@ -77,8 +77,9 @@ class MovesModel(BudgetModel):
 class LeastMoves:
     """The least weights received from the plan in place by a plan within a target max load.
 
-    status: OPTIMAL (moves == moves_lb), FEASIBLE, or INFEASIBLE (no plan reaches the target:
-    moves and phy2log None); moves: what phy2log ([P] expert ids) receives; moves_lb: proven
+    status: OPTIMAL (moves == moves_lb), FEASIBLE, INFEASIBLE (proven: no plan reaches the
+    target) or UNKNOWN (none found); moves and phy2log are None unless a plan was found;
+    moves: what phy2log ([P] expert ids) receives; moves_lb: proven
     lower bound on the least; max_load: phy2log's exact max load (tokens, <= the target);
     work: seconds of work budget used."""
 
@@ -158,7 +159,8 @@ def least_moves(weight, topology: Topology, policy: Policy | str, old, target: F
                         deadline, workers, seed)
         if found is not None:
             (moves, phy2log), moves_lb = found
-    status = INFEASIBLE if moves is None else OPTIMAL if moves == moves_lb else FEASIBLE
+    status = (OPTIMAL if moves == moves_lb else FEASIBLE if moves is not None
+              else INFEASIBLE if moves_lb > topology.num_replicas else UNKNOWN)
     load = None if phy2log is None else layer_max_load(weight, phy2log, topology, policy)
     return LeastMoves(status, moves, moves_lb, phy2log, load, round(deadline.meter.seconds, 6))
 
