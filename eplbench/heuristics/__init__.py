@@ -47,6 +47,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
                  "weight received, up to K per layer (budgeted@K; K = 16)"),
     "swift_swaps": ("eplbench.heuristics.peers:swift",
                     "vllm-ascend SwiftBalancer's bounded swaps after DeepSeek's packing"),
+    "swift_balancer": ("eplbench.heuristics.swift_balancer:rebalance_experts",
+                       "vllm-ascend SwiftBalancer, incremental from the plan in place, with the "
+                       "engine worker's check; faithful port (DeepSeek's plan without one)"),
     "seed000": ("eplbench.heuristics.seeds:seed000",
                 "seed 000 whole: peak-aware tail + 2x2 move (exact rule); swaps, nearest target"),
     "seed001": ("eplbench.heuristics.seeds:seed001",
