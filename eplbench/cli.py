@@ -408,7 +408,10 @@ def _parse_topology(text: str):
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for report.md, report.html and the PNG plots.")
-def report(results, out):
+@click.option("--frontier", "frontier_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Frontier points of a replay (`eplbench replay --frontier-out`), drawn as "
+                   "a line in its balance-against-migration plot; repeatable.")
+def report(results, out, frontier_files):
     """Write a report of one or more results tables (from `eplbench run --out` or `eplbench
     replay --out`): per set, validity, gap, balancedness, co-located share and speed; a
     replay section; a performance profile, gaps per family, gap against runtime, gap
@@ -419,8 +422,10 @@ def report(results, out):
     from eplbench.instances import reference_path
     from eplbench.reference import read_reference
     from eplbench.reports.html import write_report
+    import pandas as pd
+
     from eplbench.reports.provenance import read_merged
-    from eplbench.results import KEY_COLUMNS
+    from eplbench.results import KEY_COLUMNS, read_results
 
     table, files = read_merged(results, required=KEY_COLUMNS + ["gap_hi"])
     for item in files:
@@ -429,9 +434,15 @@ def report(results, out):
                          "later file's")
     paths = {name: reference_path(name) for name in table.instance_set.unique()}
     references = {name: read_reference(path) for name, path in paths.items() if path}
+    frontier = (pd.concat([read_results(path) for path in frontier_files], ignore_index=True)
+                if frontier_files else None)
     with stderr.status("drawing"):
-        page = write_report(table, references, out, files)
+        page = write_report(table, references, out, files, frontier)
     stderr.print(f"wrote {page} and {Path(out) / 'report.md'}")
+
+
+def _optional_budgets(ctx, param, value):
+    return None if value is None else _budgets(ctx, param, value)
 
 
 @main.command()
@@ -464,9 +475,17 @@ def report(results, out):
               "the hindsight gaps, as a results table (`eplbench report` reads it).")
 @click.option("--relabel", is_flag=True, help="Also replay NAME+relabel for each heuristic: "
               "its plan renumbered to keep the most weights of its plan in place.")
+@click.option("--frontier", "frontier_budgets", callback=_optional_budgets,
+              help="Comma-separated budgets K: per served window t + 1 and layer, also solve "
+                   "the least max load of a plan receiving at most K weights from the "
+                   "baseline's plan for window t - 1 (hindsight: the yardstick of the "
+                   "weights moved; --solve-time each, docs/migration.md).")
+@click.option("--frontier-out", type=click.Path(dir_okay=False),
+              help="Write the --frontier points (.csv or .parquet; `eplbench report "
+                   "--frontier` draws them).")
 @POLICY_OPTION
 def replay(trace, simulate, windows, seed, window, topology, heuristics, solver, solve_time,
-           repeats, time_limit, jobs, out, relabel, policy):
+           repeats, time_limit, jobs, out, relabel, frontier_budgets, frontier_out, policy):
     """Replay a load trace: each heuristic plans on window t and serves window t+1; per
     heuristic, print replay balancedness, the gap to the hindsight optimum (window t+1
     solved on its own: no planner beats it) and to the best fixed plan in hindsight.
@@ -500,6 +519,9 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     if out:
         write_results(table, out)
         stderr.print(f"wrote {len(table)} rows to {out}")
+    if frontier_budgets:
+        _replay_frontier(instances, frontier_budgets, policies[0], solve_time, hindsight,
+                         frontier_out)
     summary = replay_summary(table, plans)
     view = Table(title=f"replay of {name}: {len(instances) - 1} served windows, {topo}, "
                        f"{policies[0]} policy")
@@ -536,6 +558,36 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
                   "the policy bought)" if np.isfinite(row.breach_gap_mean) else "")
         stdout.print(f"{row.heuristic}: {row.breach}{bought}; not valid here, ranked last")
     sys.exit(0 if table.valid.all() else 1)
+
+
+def _replay_frontier(instances, budgets, policy, solve_time, hindsight, out) -> None:
+    """Print (and write to `out`) the replay's frontier yardstick from deepseek's plans."""
+    import pandas as pd
+
+    from eplbench.frontier import frontier_summary, replay_frontier
+    from eplbench.problem import Policy
+    from eplbench.results import write_results
+
+    known = {entry.key: entry for entry in hindsight}
+    solved = {(instance.id, layer): (entry.lb, np.asarray(entry.phy2log, dtype=np.int64)
+                                     if len(entry.phy2log) else None)
+              for instance in instances[1:] for layer in range(instance.num_layers)
+              if (entry := known.get((instance.content_hash, layer, policy)))}
+    with tracked("frontier", len(instances) - 2) as progress:
+        rows = replay_frontier(instances, "deepseek", Policy.parse(policy), budgets,
+                               solve_time, solved, on_window=progress.advance)
+    if out:
+        write_results(pd.DataFrame(rows), out)
+        stderr.print(f"wrote {len(rows)} frontier points to {out}")
+    view = Table(title="frontier (hindsight): from deepseek's plan for window t - 1, the best "
+                       "plan serving window t + 1 within K weights received per layer")
+    for column in ["K", "received / layer", "balancedness", "bound", "certified"]:
+        view.add_column(column, justify="right")
+    for row in frontier_summary(rows):
+        view.add_row(str(row["budget"]), f"{row['received']:.1f}",
+                     f"{row['balancedness']:.4f}", f"{row['bound']:.4f}",
+                     f"{row['certified']:.0%}")
+    stdout.print(view)
 
 
 def _trace_windows(trace, simulate, windows: int, seed: int, window, topology: str,

@@ -10,6 +10,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 
 from eplbench.checker import check
 from eplbench.errors import BadInput
@@ -55,7 +56,7 @@ def frontier_rows(instance: Instance, spec: str, policy: Policy, budgets: list[i
         optimum = replace(optimum, lb=max(optimum.lb, (optima_lb or {}).get(layer, 0)))
         nearest = relabel(old[layer], optimum.phy2log, instance.topology)[0]
         found = _budget_points(weight, instance.topology, policy, old[layer], budgets,
-                               solve_time, nearest, optimum.lb, where)
+                               solve_time, [nearest], optimum.lb, where)
         key = {"instance": instance.id, "layer": layer, "policy": policy.value, "old": spec}
         points += [{**key, **point} for point in _point_rows(budgets, found)]
         least += [{**key, **least_row(weight, instance.topology, policy, old[layer], share,
@@ -82,19 +83,69 @@ def budget_rows(instance: Instance, old: np.ndarray, policy: Policy | str, max_m
     return rows
 
 
-def _budget_points(weight, topology, policy, old, budgets, solve_time, nearest, lower,
+def _budget_points(weight, topology, policy, old, budgets, solve_time, starts, lower,
                    where) -> list:
-    """[SolveResult] per budget, each started from the plan found at the one below."""
-    found, starts = [], [nearest]
+    """[SolveResult] per budget, each started from `starts` and the plan found at the budget
+    below."""
+    found, tried = [], list(starts)
     for budget in budgets:
         try:
             result = solve_budget(weight, topology, policy, old, budget, solve_time,
-                                  starts=starts, lower=lower)
+                                  starts=tried, lower=lower)
         except BadInput as error:
             raise BadInput(f"{where}: {error}") from None
         found.append(result)
-        starts = [result.phy2log, nearest]
+        tried = [result.phy2log, *starts]
     return found
+
+
+def replay_frontier(windows: list[Instance], spec: str, policy: Policy, budgets: list[int],
+                    solve_time: float, hindsight: dict | None = None,
+                    call_time: float = 10.0, on_window=None) -> list[dict]:
+    """The replay's yardstick (spec §11): per served window t + 1 (t >= 1), layer and budget
+    K, the least max load on window t + 1 of a plan receiving at most K weights from
+    `spec`'s plan for window t - 1 (the plan in place when window t is planned). It is
+    hindsight: no planner starting from that plan does better at that budget. Rows as
+    `frontier_rows`' points, with the served window, the window planned from and the
+    layer's mean GPU load (float tokens). hindsight: (served window id, layer) -> (a lower
+    bound on its unconstrained optimum, the [P] plan at its ub or None), the plan, relabelled
+    onto the plan in place, a start wherever it fits; on_window(served window id) after
+    each."""
+    rows = []
+    for index in range(1, len(windows) - 1):
+        before, served = windows[index - 1], windows[index + 1]
+        old = plan_in_place(spec, before, call_time)
+        topology = served.topology
+        for layer, weight in enumerate(served.weight):
+            lower, best = (hindsight or {}).get((served.id, layer), (0, None))
+            starts = [] if best is None else [relabel(old[layer], best, topology)[0]]
+            found = _budget_points(weight, topology, policy, old[layer], budgets, solve_time,
+                                   starts, lower, f"{spec} on {served.id} layer {layer}")
+            key = {"instance": served.id, "planned_from": before.id, "layer": layer,
+                   "policy": policy.value, "old": spec,
+                   "mean_load": float(weight.sum()) / topology.num_gpus}
+            rows += [{**key, **point} for point in _point_rows(budgets, found)]
+        if on_window:
+            on_window(served.id)
+    return rows
+
+
+def frontier_summary(rows: list[dict]) -> list[dict]:
+    """Per budget of `replay_frontier`'s rows: weights received per layer (mean), the
+    balancedness of the plans found and its bound from the lbs (each the mean over served
+    windows of sum of mean loads / sum of max loads, spec §7's instance convention), and
+    the share of points certified."""
+    frame = pd.DataFrame(rows)
+    frame["ub_float"] = [float(Fraction(value)) for value in frame.ub]
+    frame["lb_float"] = [float(Fraction(value)) for value in frame.lb]
+    summary = []
+    for budget, mine in frame.groupby("budget", sort=True):
+        windows = mine.groupby("instance")[["mean_load", "ub_float", "lb_float"]].sum()
+        summary.append({"budget": int(budget), "received": float(mine.received.mean()),
+                        "balancedness": _balance(windows.mean_load, windows.ub_float),
+                        "bound": _balance(windows.mean_load, windows.lb_float),
+                        "certified": float((mine.status == OPTIMAL).mean())})
+    return summary
 
 
 def _point_rows(budgets, found) -> list[dict]:
@@ -123,3 +174,9 @@ def least_row(weight, topology, policy, old, share: Fraction, optimum, budgets, 
             "optimum_certified": optimum.lb == optimum.ub, "moves": result.moves,
             "moves_lb": moves_lb, "status": OPTIMAL if moves_lb == result.moves else FEASIBLE,
             "max_load": str(result.max_load), "work": result.work}
+
+
+def _balance(mean_loads: pd.Series, max_loads: pd.Series) -> float:
+    """Mean over windows of mean load / max load (1 for an all-zero window)."""
+    ratio = np.where(max_loads > 0, mean_loads / max_loads.where(max_loads > 0, 1), 1.0)
+    return float(ratio.mean())

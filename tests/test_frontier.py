@@ -245,3 +245,70 @@ def test_solve_from_a_plan_refuses_bad_input_naming_it(tmp_path, arguments, mess
 def test_solve_from_a_plan_needs_one_instance():
     result = CliRunner().invoke(main, ["solve", "tiny", "--old", "x.npy", "--max-moves", "1"])
     assert result.exit_code == 2 and "name one as tiny:ID" in result.output
+
+
+def _drifting(num_windows=4):
+    """Windows of 2 layers x 4 experts on 2 nodes of 2 GPUs (8 slots), drifting loads."""
+    from eplbench.replay import window_instances
+
+    rng = np.random.default_rng(5)
+    loads = [rng.integers(0, 40, (2, 4)) for _ in range(num_windows)]
+    return window_instances(loads, Topology(8, 2, 2, 4), "drift")
+
+
+def test_the_replay_frontier_is_hindsight_from_the_plan_before_the_planned_window():
+    from eplbench.frontier import replay_frontier
+
+    windows = _drifting()
+    rows = replay_frontier(windows, "deepseek", Policy.HIERARCHICAL, [0, 1, 3], 5.0)
+    assert {row["instance"] for row in rows} == {"drift/window-002", "drift/window-003"}
+    topo = windows[0].topology
+    for row in rows:
+        index = int(row["instance"][-3:])
+        assert row["planned_from"] == windows[index - 2].id
+        old = plan_in_place("deepseek", windows[index - 2], 10.0)[row["layer"]]
+        weight = windows[index].weight[row["layer"]]
+        expected = frontier(weight, 8, 2, 2, 4, "hierarchical", old.tolist())
+        assert (Fraction(row["ub"]), row["status"]) == (expected[row["budget"]], "OPTIMAL")
+        assert row["received"] <= row["budget"]
+        assert row["mean_load"] == weight.sum() / topo.num_gpus
+
+
+def test_frontier_summary_takes_each_windows_sums():
+    from eplbench.frontier import frontier_summary
+
+    def row(window, budget, mean, ub, lb, status="FEASIBLE", received=0):
+        return {"instance": window, "layer": 0, "budget": budget, "mean_load": mean,
+                "ub": ub, "lb": lb, "status": status, "received": received}
+
+    rows = [row("w1", 0, 4.0, "8", "5"), row("w1", 0, 2.0, "2", "2", "OPTIMAL"),
+            row("w2", 0, 3.0, "6", "3", received=2), row("w2", 2, 3.0, "3", "3", "OPTIMAL", 1)]
+    rows[1]["layer"] = 1
+    summary = frontier_summary(rows)
+    assert [item["budget"] for item in summary] == [0, 2]
+    # window w1: (4 + 2) / (8 + 2); w2: 3 / 6; bound: 6 / 7 and 3 / 3
+    assert summary[0]["balancedness"] == pytest.approx((0.6 + 0.5) / 2)
+    assert summary[0]["bound"] == pytest.approx((6 / 7 + 1.0) / 2)
+    assert summary[0]["received"] == pytest.approx(2 / 3)
+    assert summary[0]["certified"] == pytest.approx(1 / 3)
+    assert (summary[1]["balancedness"], summary[1]["certified"]) == (1.0, 1.0)
+
+
+@pytest.mark.cli
+def test_replay_frontier_points_are_written_and_drawn(tmp_path):
+    points, results = tmp_path / "points.csv", tmp_path / "replay.parquet"
+    runner = CliRunner()
+    replayed = runner.invoke(main, ["replay", "--simulate", "2x16", "--windows", "3",
+                                    "--topology", "32,4,2,8", "--solve-time", "0.2",
+                                    "--repeats", "1", "-H", "budgeted@4", "--frontier", "0,64",
+                                    "--frontier-out", str(points), "--out", str(results)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "frontier (hindsight)" in replayed.output
+    written = pd.read_csv(points)
+    assert set(written.instance) == {"simulated-2x16/window-002"}
+    assert sorted(set(written.budget)) == [0, 64] and len(written) == 4
+    reported = runner.invoke(main, ["report", str(results), "--frontier", str(points),
+                                    "--out", str(tmp_path / "report")])
+    assert reported.exit_code == 0, reported.output
+    assert (tmp_path / "report" / "balance_vs_migration.png").stat().st_size > 0
+    assert "Balance against migration" in (tmp_path / "report" / "report.md").read_text()

@@ -346,3 +346,20 @@ def test_gap_per_family_has_one_panel_per_set_with_its_own_families():
     # set two, heuristic b: the mean of its two hotspot instances
     assert "3.50" in [text.get_text() for text in panels[1].texts]
     matplotlib.pyplot.close(figure)
+
+
+def test_migration_points_use_the_windows_after_a_rebalance():
+    from eplbench.reports.plots import migration_points
+
+    def row(heuristic, window, layer, moved, mean, peak, valid=True):
+        return {"instance_set": "trace", "heuristic": heuristic, "instance": window,
+                "layer": layer, "moved": moved, "mean_load": mean, "max_load": peak,
+                "valid": valid}
+
+    table = pd.DataFrame([
+        row("a", "w1", 0, np.nan, 1.0, 1.0), row("a", "w1", 1, np.nan, 1.0, 1.0),
+        row("a", "w2", 0, 3.0, 2.0, 4.0), row("a", "w2", 1, 5.0, 2.0, 4.0),
+        row("a", "w3", 0, 1.0, 3.0, 4.0), row("a", "w3", 1, 1.0, 3.0, 4.0),
+        row("b", "w2", 0, 0.0, 2.0, 2.0), row("b", "w2", 1, 0.0, 2.0, 3.0, valid=False)])
+    # a: moved (3 + 5 + 1 + 1) / 4; balancedness mean of 4 / 8 and 6 / 8; b: invalid
+    assert migration_points(table) == {"trace": [("a", 2.5, 0.625)]}

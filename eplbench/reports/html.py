@@ -42,6 +42,13 @@ FIGURES = [
      "optimum - global optimum), to replication (best packing of the heuristic's own counts - "
      "its policy's optimum) and to packing (its load - that best packing). Drawn when the run "
      "computed the packing stage (eplbench run --attribution SECONDS)."),
+    ("balance_vs_migration", "Balance against migration",
+     "One panel per replay: each heuristic's balancedness on the served windows that follow a "
+     "rebalance against the expert weights its plans make GPUs receive per layer and "
+     "rebalance. With `--frontier` points (`eplbench replay --frontier K1,K2 "
+     "--frontier-out`), the frontier from the baseline's plan in place: the best plan found "
+     "within K weights (solid) and the bound no plan within K weights beats (dashed), both "
+     "in hindsight, on the served window itself."),
     ("certification_cactus", "Solver certification",
      "Layers of each set certified optimal within a given solver time (seconds of work), "
      "from the reference values the gaps use."),
@@ -62,17 +69,18 @@ REPLAY = ("Each heuristic plans on window t and is served window t + 1 (`eplbenc
 
 
 def write_report(table: pd.DataFrame, references: dict[str, list], out: str | os.PathLike,
-                 files: list[ResultsFile] | str) -> Path:
+                 files: list[ResultsFile] | str, frontier: pd.DataFrame | None = None) -> Path:
     """Write the report for `table` (results with reference gaps attached, merged from
     `files`: the ResultsFile of each, or one path) into the folder `out`; `references`: set
-    name -> its reference entries. Returns report.html's path."""
+    name -> its reference entries; frontier: `replay --frontier-out` points, if any.
+    Returns report.html's path."""
     out = Path(out)
     if isinstance(files, (str, os.PathLike)):
         from eplbench.reports.provenance import read_merged
 
         _, files = read_merged([files])
     out.mkdir(parents=True, exist_ok=True)
-    drawn = _figures(table, references, out)
+    drawn = _figures(table, references, out, frontier)
     blocks = _blocks(table, files, drawn)
     write_text_atomic(out / "report.md", to_markdown(blocks))
     return write_text_atomic(out / "report.html", to_html(blocks, out, "eplbench report"))
@@ -126,9 +134,10 @@ def _set_title(name: str, rows: pd.DataFrame, unit: str = "instances") -> str:
     return f"{name}: {count} {unit if count != 1 else unit[:-1]}, declared policy {policies}"
 
 
-def _figures(table, references, out: Path) -> list[tuple[str, str, str]]:
+def _figures(table, references, out: Path, frontier=None) -> list[tuple[str, str, str]]:
     """Draw and save each figure that has data: (stem, title, text) of those drawn."""
-    makers = {"performance_profile": lambda: plots.performance_profile(table),
+    makers = {"balance_vs_migration": lambda: plots.balance_vs_migration(table, frontier),
+              "performance_profile": lambda: plots.performance_profile(table),
               "gap_by_family": lambda: plots.gap_by_family(table),
               "gap_vs_runtime": lambda: plots.gap_vs_runtime(table),
               "gap_attribution": lambda: plots.gap_attribution(table),

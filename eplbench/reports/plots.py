@@ -542,3 +542,69 @@ def gap_attribution(table: pd.DataFrame):
                     "from the top)")
     figure.tight_layout(rect=(0, 0.5 / figure.get_figheight(), 1, 1))
     return figure
+
+
+def migration_points(table: pd.DataFrame) -> dict[str, list[tuple[str, float, float]]]:
+    """Per replay set: (heuristic, weights received per layer and rebalance, balancedness)
+    over the served windows that follow a rebalance (`moved` known): balancedness is the
+    mean over those windows of sum of mean loads / sum of max loads (spec §7). A heuristic
+    invalid on one of them is left out."""
+    if "moved" not in table:
+        return {}
+    points = {}
+    for name, rows in table[table.moved.notna()].groupby("instance_set", sort=False):
+        mine = []
+        for heuristic, own in rows.groupby("heuristic", sort=False):
+            if not own.valid.all():
+                continue
+            windows = own.groupby("instance")[["mean_load", "max_load"]].sum()
+            balance = np.where(windows.max_load > 0, windows.mean_load
+                               / windows.max_load.where(windows.max_load > 0, 1), 1.0)
+            mine.append((heuristic, float(own.moved.mean()), float(balance.mean())))
+        if mine:
+            points[name] = mine
+    return points
+
+
+def balance_vs_migration(table: pd.DataFrame, frontier: pd.DataFrame | None = None):
+    """One panel per replay set: each heuristic's balancedness against the weights it moves
+    per layer and rebalance, and where `frontier` (rows of `frontier.replay_frontier`) has
+    points for the set's windows, the frontier's plans as a line and its bound dashed."""
+    from eplbench.frontier import frontier_summary
+
+    points = migration_points(table)
+    if not points:
+        return None
+    width, height = 10.0, 4.2
+    figure, panels = plt.subplots(len(points), 1, figsize=(width, height * len(points)),
+                                  dpi=DPI, squeeze=False)
+    for axes, (name, mine) in zip(panels[:, 0], points.items()):
+        windows = set(table[table.instance_set == name].instance)
+        line = ([] if frontier is None else
+                frontier_summary(frontier[frontier.instance.isin(windows)].to_dict("records"))
+                if frontier.instance.isin(windows).any() else [])
+        xs = [x for _, x, _ in mine] + [row["received"] for row in line]
+        ys = [y for _, _, y in mine] + [row["bound"] for row in line]
+        right = 1.1 * max(xs) + 1
+        axes.set_xlim(-0.05 * max(xs) - 1, right)
+        axes.set_ylim(min(ys) - 0.05 * (max(ys) - min(ys) + 0.01),
+                      max(ys) + 0.25 * (max(ys) - min(ys) + 0.01))
+        axes.scatter([x for _, x, _ in mine], [y for _, _, y in mine], s=22, c=STRONG[0],
+                     zorder=4)
+        if line:
+            axes.plot([row["received"] for row in line], [row["balancedness"] for row in line],
+                      color=STRONG[1], marker="s", markersize=4, linewidth=1.2,
+                      label="frontier (hindsight): best plan found within K weights, at the "
+                            "weights it receives")
+            axes.step([min(row["budget"], right) for row in line],
+                      [row["bound"] for row in line], where="post", color=STRONG[1],
+                      linestyle="--", linewidth=1,
+                      label="frontier bound at K: no plan within K weights does better")
+        avoid = [axes.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)] if line else []
+        axes.set(xlabel="weights received per layer and rebalance (mean)",
+                 ylabel="balancedness of the served windows")
+        axes.set_title(f"{name}: balance against migration", fontsize=10)
+        axes.grid(True, alpha=0.3)
+        figure.tight_layout()
+        place_labels(axes, mine, avoid=avoid)
+    return figure
