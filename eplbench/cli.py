@@ -574,8 +574,8 @@ def _replay_frontier(instances, budgets, policy, solve_time, hindsight, out) -> 
               for instance in instances[1:] for layer in range(instance.num_layers)
               if (entry := known.get((instance.content_hash, layer, policy)))}
     with tracked("frontier", len(instances) - 2) as progress:
-        rows = replay_frontier(instances, "deepseek", Policy.parse(policy), budgets,
-                               solve_time, solved, on_window=progress.advance)
+        rows, least = replay_frontier(instances, "deepseek", Policy.parse(policy), budgets,
+                                      solve_time, solved, on_window=progress.advance)
     if out:
         write_results(pd.DataFrame(rows), out)
         stderr.print(f"wrote {len(rows)} frontier points to {out}")
@@ -588,6 +588,13 @@ def _replay_frontier(instances, budgets, policy, solve_time, hindsight, out) -> 
                      f"{row['balancedness']:.4f}", f"{row['bound']:.4f}",
                      f"{row['certified']:.0%}")
     stdout.print(view)
+    found = pd.DataFrame(least)
+    stdout.print(f"deepseek's own plans serve these windows after receiving "
+                 f"{found.baseline_moved.mean():.1f} weights per layer "
+                 f"({found.baseline_relabelled.mean():.1f} relabelled); in hindsight "
+                 f"{found.moves.mean():.1f} suffice for the same max load (at least "
+                 f"{found.moves_lb.mean():.1f}; least certified on "
+                 f"{(found.status == 'OPTIMAL').mean():.0%} of layers)")
 
 
 def _trace_windows(trace, simulate, windows: int, seed: int, window, topology: str,

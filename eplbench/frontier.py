@@ -15,11 +15,13 @@ import pandas as pd
 from eplbench.checker import check
 from eplbench.errors import BadInput
 from eplbench.instances import Instance
+from eplbench.migration import migration
 from eplbench.problem import Policy
-from eplbench.runner import RunOptions, measure, placement_of
 from eplbench.relabel import relabel
+from eplbench.runner import RunOptions, measure, placement_of
 from eplbench.solvers import solve
 from eplbench.solvers.frontier import least_moves, solve_budget
+from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.result import FEASIBLE, OPTIMAL
 
 
@@ -101,20 +103,29 @@ def _budget_points(weight, topology, policy, old, budgets, solve_time, starts, l
 
 def replay_frontier(windows: list[Instance], spec: str, policy: Policy, budgets: list[int],
                     solve_time: float, hindsight: dict | None = None,
-                    call_time: float = 10.0, on_window=None) -> list[dict]:
-    """The replay's yardstick (spec §11): per served window t + 1 (t >= 1), layer and budget
-    K, the least max load on window t + 1 of a plan receiving at most K weights from
-    `spec`'s plan for window t - 1 (the plan in place when window t is planned). It is
-    hindsight: no planner starting from that plan does better at that budget. Rows as
-    `frontier_rows`' points, with the served window, the window planned from and the
-    layer's mean GPU load (float tokens). hindsight: (served window id, layer) -> (a lower
-    bound on its unconstrained optimum, the [P] plan at its ub or None), the plan, relabelled
-    onto the plan in place, a start wherever it fits; on_window(served window id) after
-    each."""
-    rows = []
+                    call_time: float = 10.0, on_window=None) -> tuple[list[dict], list[dict]]:
+    """The replay's yardstick (spec §11): (points, least). Per served window t + 1 (t >= 1),
+    layer and budget K, the least max load on window t + 1 of a plan receiving at most K
+    weights from `spec`'s plan for window t - 1 (the plan in place when window t is
+    planned); and per served window and layer, the least weights received from that plan by
+    a plan as good on window t + 1 as `spec`'s own plan for window t (the one it serves
+    with), against the weights that plan receives as it is and relabelled. It is hindsight:
+    no planner starting from that plan does better. Points as `frontier_rows`' points, with
+    the served window, the window planned from and the layer's mean GPU load (float
+    tokens). hindsight: (served window id, layer) -> (a lower bound on its unconstrained
+    optimum, the [P] plan at its ub or None), the plan, relabelled onto the plan in place, a
+    start wherever it fits; on_window(served window id) after each."""
+    plans: dict[str, np.ndarray] = {}
+
+    def plan_of(instance: Instance) -> np.ndarray:
+        if instance.id not in plans:
+            plans[instance.id] = plan_in_place(spec, instance, call_time)
+        return plans[instance.id]
+
+    points, least = [], []
     for index in range(1, len(windows) - 1):
         before, served = windows[index - 1], windows[index + 1]
-        old = plan_in_place(spec, before, call_time)
+        old, serving = plan_of(before), plan_of(windows[index])
         topology = served.topology
         for layer, weight in enumerate(served.weight):
             lower, best = (hindsight or {}).get((served.id, layer), (0, None))
@@ -122,12 +133,38 @@ def replay_frontier(windows: list[Instance], spec: str, policy: Policy, budgets:
             found = _budget_points(weight, topology, policy, old[layer], budgets, solve_time,
                                    starts, lower, f"{spec} on {served.id} layer {layer}")
             key = {"instance": served.id, "planned_from": before.id, "layer": layer,
-                   "policy": policy.value, "old": spec,
-                   "mean_load": float(weight.sum()) / topology.num_gpus}
-            rows += [{**key, **point} for point in _point_rows(budgets, found)]
+                   "policy": policy.value, "old": spec}
+            points += [{**key, "mean_load": float(weight.sum()) / topology.num_gpus, **point}
+                       for point in _point_rows(budgets, found)]
+            least.append({**key, **_as_good_as(weight, topology, policy, old[layer],
+                                               serving[layer], budgets, found, starts,
+                                               solve_time)})
         if on_window:
             on_window(served.id)
-    return rows
+    return points, least
+
+
+def _as_good_as(weight, topology, policy, old, serving, budgets, found, starts, solve_time):
+    """The least-weights columns for a plan within `serving`'s max load on `weight`: its
+    weights received as it is (`baseline_moved`) and relabelled, and the least found."""
+    nearest = relabel(old, serving, topology)[0]
+    target = layer_max_load(weight, serving, topology, policy)
+    result, moves_lb = _least(weight, topology, policy, old, target, budgets, found,
+                              [nearest, *starts], solve_time)
+    return {"target": str(target),
+            "baseline_moved": int(migration(old, serving, topology).received[0]),
+            "baseline_relabelled": int(migration(old, nearest, topology).received[0]),
+            "moves": result.moves, "moves_lb": moves_lb,
+            "status": OPTIMAL if moves_lb == result.moves else FEASIBLE}
+
+
+def _least(weight, topology, policy, old, target, budgets, found, starts, solve_time):
+    """(LeastMoves within `target` from `starts` and the budget points' plans, its moves_lb
+    raised past every budget whose point's lb is above the target)."""
+    result = least_moves(weight, topology, policy, old, target, solve_time,
+                         starts=[*starts, *(point.phy2log for point in found)])
+    above = [budget + 1 for budget, point in zip(budgets, found) if point.lb > target]
+    return result, min(max([result.moves_lb, *above]), result.moves)
 
 
 def frontier_summary(rows: list[dict]) -> list[dict]:
@@ -166,10 +203,8 @@ def least_row(weight, topology, policy, old, share: Fraction, optimum, budgets, 
     The budget points `found` help: their plans are starts, and a budget K whose lb is
     above the target proves that more than K weights are needed."""
     target = optimum.ub * (1 + Fraction(share))
-    result = least_moves(weight, topology, policy, old, target, solve_time,
-                         starts=[nearest, *(r.phy2log for r in found)])
-    above = [budget + 1 for budget, point in zip(budgets, found) if point.lb > target]
-    moves_lb = min(max([result.moves_lb, *above]), result.moves)
+    result, moves_lb = _least(weight, topology, policy, old, target, budgets, found, [nearest],
+                              solve_time)
     return {"share": float(share), "target": str(target), "optimum": str(optimum.ub),
             "optimum_certified": optimum.lb == optimum.ub, "moves": result.moves,
             "moves_lb": moves_lb, "status": OPTIMAL if moves_lb == result.moves else FEASIBLE,

@@ -260,7 +260,7 @@ def test_the_replay_frontier_is_hindsight_from_the_plan_before_the_planned_windo
     from eplbench.frontier import replay_frontier
 
     windows = _drifting()
-    rows = replay_frontier(windows, "deepseek", Policy.HIERARCHICAL, [0, 1, 3], 5.0)
+    rows, least = replay_frontier(windows, "deepseek", Policy.HIERARCHICAL, [0, 1, 3], 5.0)
     assert {row["instance"] for row in rows} == {"drift/window-002", "drift/window-003"}
     topo = windows[0].topology
     for row in rows:
@@ -272,6 +272,19 @@ def test_the_replay_frontier_is_hindsight_from_the_plan_before_the_planned_windo
         assert (Fraction(row["ub"]), row["status"]) == (expected[row["budget"]], "OPTIMAL")
         assert row["received"] <= row["budget"]
         assert row["mean_load"] == weight.sum() / topo.num_gpus
+    assert len(least) == 4
+    for row in least:
+        index = int(row["instance"][-3:])
+        old = plan_in_place("deepseek", windows[index - 2], 10.0)[row["layer"]]
+        serving = plan_in_place("deepseek", windows[index - 1], 10.0)[row["layer"]]
+        weight = windows[index].weight[row["layer"]]
+        expected = frontier(weight, 8, 2, 2, 4, "hierarchical", old.tolist())
+        target = layer_max_load(weight, serving, topo, Policy.HIERARCHICAL)
+        assert Fraction(row["target"]) == target
+        assert row["baseline_moved"] == int(migration(old, serving, topo).received[0])
+        assert row["moves"] == row["moves_lb"] == next(k for k, load in enumerate(expected)
+                                                       if load <= target)
+        assert row["moves"] <= row["baseline_relabelled"] <= row["baseline_moved"]
 
 
 def test_frontier_summary_takes_each_windows_sums():
