@@ -441,6 +441,22 @@ def report(results, out, frontier_files):
     stderr.print(f"wrote {page} and {Path(out) / 'report.md'}")
 
 
+def _print_trace_sums(summary, served: int) -> None:
+    """Over the whole trace: served max loads and each rebalance's cost, summed."""
+    if "moved_sum" not in summary:
+        return
+    view = Table(title=f"over the trace: {served} served windows, every layer")
+    for column in ["heuristic", "served max load summed", "weights received (inter-node)",
+                   "GB received", "modelled transfer s"]:
+        view.add_column(column, justify="left" if column == "heuristic" else "right")
+    for row in summary.itertuples():
+        view.add_row(row.heuristic, _fmt(row.served_load_sum, "{:.6g}"),
+                     f"{_fmt(row.moved_sum, '{:.0f}')} ({_fmt(row.moved_inter_node_sum, '{:.0f}')})",
+                     _fmt(row.moved_bytes_sum / 1e9, "{:.3g}"),
+                     _fmt(row.moved_seconds_sum, "{:.3g}"))
+    stdout.print(view)
+
+
 def _optional_budgets(ctx, param, value):
     return None if value is None else _budgets(ctx, param, value)
 
@@ -542,6 +558,7 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
                      f"({_fmt(row.relabelled_inter_node, '{:.1f}')})",
                      _fmt(row.planning_ms, "{:.3g}"))
     stdout.print(view)
+    _print_trace_sums(summary, len(instances) - 1)
     certified = summary.hindsight_certified.min()
     stdout.print("gap to hindsight: (served max load - the served window's optimum) / optimum, "
                  "mean and max over windows" + ("" if certified == 1 else

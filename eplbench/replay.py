@@ -38,6 +38,8 @@ ADRS_TOPOLOGY = Topology(288, 8, 4, 32)
 PLAN = "_plan"
 REBALANCE_COLUMNS = ["moved", "moved_inter_node", "moved_bytes", "moved_seconds",
                      "relabelled_moved", "relabelled_inter_node"]
+# rebalance costs also summed over the trace (every rebalance and layer)
+TRACE_SUMS = ["moved", "moved_inter_node", "moved_bytes", "moved_seconds"]
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,9 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
     hindsight optimum (mean / max over windows, `gap_hi`), the share of served windows whose
     hindsight is certified, the gap of its summed load to the best fixed plan (an interval:
     against the plan's ub and lb), its median planning time and, where the table has them,
-    the means over rebalances and layers of the REBALANCE_COLUMNS. `table`: replay rows with
-    the hindsight reference attached; plans: policy -> FixedPlan."""
+    the means over rebalances and layers of the REBALANCE_COLUMNS; over the trace, the served
+    max loads summed (`served_load_sum`, tokens) and the TRACE_SUMS summed (`NAME_sum`).
+    `table`: replay rows with the hindsight reference attached; plans: policy -> FixedPlan."""
     from eplbench.gaps import instance_gaps
     from eplbench.reports.tables import instance_summary
 
@@ -192,8 +195,9 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
         mine, windows = gaps[gaps.heuristic == name], per_window[per_window.heuristic == name]
         plan = plans.get(group.policy.iloc[0])
         valid = mine[mine.valid]
+        scored = bool(group.max_load_num.notna().all())  # a failed call has no loads
         load = sum((Fraction(int(n), int(d)) for n, d in
-                    zip(group.max_load_num, group.max_load_den)), Fraction(0))
+                    zip(group.max_load_num, group.max_load_den)), Fraction(0)) if scored else None
         fixed = ((float((load - plan.ub) / plan.ub), float((load - plan.lb) / plan.lb))
                  if plan is not None and group.valid.all() else (np.nan, np.nan))
         breaches = windows[windows.reason == "policy"].detail
@@ -206,6 +210,9 @@ def replay_summary(table: pd.DataFrame, plans: dict[str, FixedPlan]) -> pd.DataF
                      "fixed_plan_gap_lo": fixed[0], "fixed_plan_gap_hi": fixed[1],
                      "colocated": windows.colocated_share.mean(),
                      **{name: group[name].mean() for name in REBALANCE_COLUMNS
+                        if name in group},
+                     "served_load_sum": float(load) if scored else np.nan,
+                     **{f"{name}_sum": group[name].sum(min_count=1) for name in TRACE_SUMS
                         if name in group},
                      "planning_ms": 1e3 * windows.runtime_s.median(),
                      "breach": breaches.iloc[0] if len(breaches) else "",

@@ -1,6 +1,7 @@
 """Replay: plans from window t are scored on window t + 1, and no heuristic beats the
 hindsight optimum (each served window solved on its own) or the fixed plan's lower bound."""
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -152,3 +153,37 @@ def test_relabelled_replay_moves_what_relabelling_the_fresh_plans_moves():
     assert later.sum() == 4 and (fresh.moved[later] > fresh.relabelled_moved[later]).any()
     assert (kept.moved[later] == fresh.relabelled_moved[later]).all()
     assert (kept.moved_inter_node[later] == fresh.relabelled_inter_node[later]).all()
+
+
+def test_the_summary_sums_served_loads_and_rebalance_costs_over_the_trace(replayed):
+    from eplbench.replay import replay_summary
+
+    windows, table, _ = replayed
+    summary = replay_summary(table, {}).set_index("heuristic")
+    for name in HEURISTICS:
+        mine = table[table.heuristic == name]
+        moved = []
+        for layer in range(2):
+            plans = [eb.load_heuristic(name)(torch.from_numpy(window.weight),
+                                             *TOPOLOGY.as_tuple())[0][layer].numpy()
+                     for window in windows[:-1]]
+            moved += [int(eb.migration(a, b, TOPOLOGY).received[0])
+                      for a, b in zip(plans, plans[1:])]
+        assert summary.moved_sum[name] == sum(moved)
+        loads = [eb.check(served.weight, eb.load_heuristic(name)(
+            torch.from_numpy(plan.weight), *TOPOLOGY.as_tuple())[0], TOPOLOGY).max_load
+            for plan, served in zip(windows, windows[1:])]
+        assert summary.served_load_sum[name] == pytest.approx(float(sum(map(sum, loads))))
+        assert summary.moved_bytes_sum[name] == pytest.approx(mine.moved_bytes.sum())
+
+
+def test_a_heuristic_that_raises_is_summarised_without_loads(tmp_path):
+    raises = str(Path(__file__).parent / "fixtures" / "heuristics" / "raises.py")
+    result = CliRunner().invoke(main, ["replay", "--simulate", "2x8", "--topology", "12,4,2,4",
+                                       "--windows", "3", "-H", raises, "--repeats", "1",
+                                       "--solve-time", "1"])
+    assert result.exit_code == 1, result.output
+    assert "over the trace" in result.output and "Traceback" not in result.output
+    # no valid window: no replay balancedness, and no served load over the trace
+    assert re.search(r"raises\.py\s+│\s+0/2\s+│\s+-\s+│", result.output), result.output
+    assert re.search(r"raises\.py\s+│\s+-\s+│\s+- \(-\)\s+│", result.output), result.output
