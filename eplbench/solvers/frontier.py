@@ -172,14 +172,12 @@ def _fewest(weight, topology, policy, old, target, lower, moves, phy2log, deadli
     None, None); the least is P + 1 when no plan reaches the target."""
     domains, complete = count_domains(weight, topology, policy, target,
                                       old if phy2log is None else phy2log)
-    scaling = Scaling.for_domains(weight, domains, target, CpSatBackend.max_model_load)
-    if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
+    built = _built(MovesModel, weight, topology, policy, domains, target, lower, deadline,
+                   lambda scaling: math.floor(target * scaling.scale / scaling.divisor), old,
+                   topology.num_replicas if moves is None else moves)
+    if built is None:
         return None
-    backend = CpSatBackend()
-    model = MovesModel(backend, weight, topology, policy, domains, scaling,
-                       lower_units(weight, topology, scaling, lower),
-                       math.floor(target * scaling.scale / scaling.divisor), old,
-                       topology.num_replicas if moves is None else moves)
+    backend, model = built
     if phy2log is not None:
         model.add_hint(phy2log)
     result = backend.solve(deadline, workers, seed)
@@ -234,18 +232,31 @@ def _search(weight, topology, policy, old, max_moves, domains, start, upper, low
             deadline, workers, seed):
     """(a placement of the model or `start`, its proven bound in tokens or None); upper:
     `start`'s exact max load."""
+    built = _built(BudgetModel, weight, topology, policy, domains, upper, lower, deadline,
+                   lambda scaling: incumbent_units(weight, start, topology, scaling), old,
+                   max_moves)
+    if built is None:
+        return None
+    backend, model = built
+    model.add_hint(start)
+    result = backend.solve(deadline, workers, seed)
+    candidate = model.placement(result.values) if result.values else start
+    bound = None if result.bound is None else model.scaling.tokens(result.bound)
+    return candidate, bound
+
+
+def _built(kind, weight, topology, policy, domains, upper, lower, deadline, upper_units, old,
+           max_moves):
+    """(backend, model of class `kind` over `domains`, scaled for loads up to `upper`
+    tokens, T at least `lower` tokens and at most upper_units(scaling) units), or None when
+    the deadline cannot afford building it."""
     scaling = Scaling.for_domains(weight, domains, upper, CpSatBackend.max_model_load)
     if not afford_model(deadline, PlacementModel.size(domains, topology.num_gpus)):
         return None
     backend = CpSatBackend()
-    model = BudgetModel(backend, weight, topology, policy, domains, scaling,
-                        lower_units(weight, topology, scaling, lower),
-                        incumbent_units(weight, start, topology, scaling), old, max_moves)
-    model.add_hint(start)
-    result = backend.solve(deadline, workers, seed)
-    candidate = model.placement(result.values) if result.values else start
-    bound = None if result.bound is None else scaling.tokens(result.bound)
-    return candidate, bound
+    return backend, kind(backend, weight, topology, policy, domains, scaling,
+                         lower_units(weight, topology, scaling, lower), upper_units(scaling),
+                         old, max_moves)
 
 
 def _check_old(weight, topology, policy, old) -> None:
