@@ -2,7 +2,9 @@
 heuristic's plan for the same loads, run in the sandbox like any candidate); per budget K,
 the least max load of a plan receiving at most K weights from it
 (`solvers.frontier.solve_budget`); per share s, the least weights a plan within (1 + s) x
-the layer's optimum receives (`solvers.frontier.least_moves`)."""
+the layer's optimum receives (`solvers.frontier.least_moves`). And the replay's yardstick
+(`replay_frontier`): the same points on each served window, in hindsight, from the plan
+in place when the window before it was planned."""
 
 from __future__ import annotations
 
