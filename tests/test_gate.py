@@ -392,3 +392,25 @@ def test_served_load_fails_a_plan_that_serves_worse_than_the_baseline():
     assert not row["passed"] and "invalid on 1 window(s)" in row["note"]
     assert failed == [{"instance": "w/1", "check": "served load",
                        "detail": "shape: wrong shape"}]
+
+
+@pytest.mark.cli
+def test_a_trace_file_is_replayed_for_the_migration_check(tmp_path):
+    """Three records of 2 layers x 64 experts (the ADRS topology), one window each."""
+    import json
+
+    rng = np.random.default_rng(4)
+    records = [rng.integers(0, 500, (2, 64)).tolist() for _ in range(3)]
+    trace = tmp_path / "expert-load.json"
+    trace.write_text(json.dumps({"load_history": [{"logical_expert_load": r}
+                                                  for r in records]}))
+    result = CliRunner().invoke(main, ["gate", "--candidate", "deepseek_fast", "-i", "tiny",
+                                       "--repeats", "2", "--max-slowdown", "1000",
+                                       "--trace", str(trace)])
+    assert result.exit_code == 0, result.output
+    # the same plans as the baseline's: the same weights moved, the same loads served
+    assert re.search(r"expert-load │ migration\s+│ ([\d.]+) / layer\s+│ \1 / layer", result.output)
+    assert re.search(r"expert-load │ served load\s+│ \+0\.0000%", result.output), result.output
+    bad = CliRunner().invoke(main, ["gate", "--candidate", "deepseek_fast", "-i", "tiny",
+                                    "--trace", str(tmp_path / "missing.json")])
+    assert bad.exit_code == 2 and "missing.json" in bad.output
