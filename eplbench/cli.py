@@ -930,13 +930,17 @@ def _solve_from_plan(instance_text, old_plan, max_moves, policies, time_limit, w
     import pandas as pd
 
     from eplbench.frontier import budget_rows
+    from eplbench.problem import Policy
     from eplbench.reference import policies_for
-    from eplbench.results import write_results
+    from eplbench.results import check_results_path, write_results
 
+    if out:
+        check_results_path(out)
     instance = _one_instance(instance_text)
     old = _read_plan(old_plan)
+    chosen = [Policy.parse(policy).value for policy in policies]
     rows = []
-    for policy in policies_for(instance, policies):
+    for policy in policies_for(instance, chosen):
         try:
             rows += budget_rows(instance, old, policy, max_moves, time_limit, workers)
         except (BadInput, InvalidPlacement) as error:
@@ -1218,8 +1222,14 @@ def frontier(instance_set, old_spec, budgets, policy, time_limit, out, least_out
     from eplbench.frontier import frontier_rows
     from eplbench.problem import Policy
     from eplbench.reference import merge
-    from eplbench.results import write_results
+    from eplbench.results import check_results_path, write_results
 
+    if click.get_current_context().get_parameter_source("shares").name != "DEFAULT" \
+            and not least_out:
+        raise BadInput("--reach gives the targets of --least-out: give --least-out FILE too")
+    for path in (out, least_out):
+        if path:
+            check_results_path(path)
     instances, reference = _instances_and_reference(instance_set, None, policy)
     known = merge(reference or [])
     points, least = [], []

@@ -203,13 +203,16 @@ def least_row(weight, topology, policy, old, share: Fraction, optimum, budgets, 
     """The least weights received from `old` by a plan within target = (1 + share) x
     optimum.ub (tokens): moves (a checked plan's), moves_lb, status, that plan's max_load.
     The budget points `found` help: their plans are starts, and a budget K whose lb is
-    above the target proves that more than K weights are needed."""
+    above the target proves that more than K weights are needed. OPTIMAL needs the optimum
+    certified too: otherwise the target is (1 + share) x the best plan known, above the
+    one asked for, and moves_lb is a lower bound for either."""
     target = optimum.ub * (1 + Fraction(share))
     result, moves_lb = _least(weight, topology, policy, old, target, budgets, found, [nearest],
                               solve_time)
+    certified = optimum.lb == optimum.ub
     return {"share": float(share), "target": str(target), "optimum": str(optimum.ub),
-            "optimum_certified": optimum.lb == optimum.ub, "moves": result.moves,
-            "moves_lb": moves_lb, "status": OPTIMAL if moves_lb == result.moves else FEASIBLE,
+            "optimum_certified": certified, "moves": result.moves, "moves_lb": moves_lb,
+            "status": OPTIMAL if certified and moves_lb == result.moves else FEASIBLE,
             "max_load": str(result.max_load), "work": result.work}
 
 

@@ -15,14 +15,21 @@ from eplbench.gaps import GAP_COLUMNS
 def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write `table` to `path` (.parquet or .csv) via a temporary file renamed into place,
     so that a failure never leaves a half-written file over a good one."""
-    path = Path(path)
-    if path.suffix not in (".parquet", ".csv"):
-        raise BadInput(f"{path}: results are written as .parquet or .csv")
+    path = check_results_path(path)
     with replaced_atomically(path) as temporary:
         if path.suffix == ".parquet":
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, index=False)
+    return path
+
+
+def check_results_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path; BadInput unless it names a .parquet or .csv file (check it before
+    long work that ends by writing it)."""
+    path = Path(path)
+    if path.suffix not in (".parquet", ".csv"):
+        raise BadInput(f"{path}: results are written as .parquet or .csv")
     return path
 
 

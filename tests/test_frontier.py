@@ -138,13 +138,34 @@ def test_frontier_command_writes_certified_points(tmp_path):
                                                  if load <= Fraction(row.target))
 
 
-@pytest.mark.parametrize("option, value, message", [("--budgets", "2,-1", "integers >= 0"),
-                                                     ("--reach", "0,-0.01", "numbers >= 0"),
-                                                     ("--reach", "1/0", "numbers >= 0")])
-def test_frontier_command_refuses_a_bad_list(tmp_path, option, value, message):
-    result = CliRunner().invoke(main, ["frontier", "tiny", option, value, "--out",
+@pytest.mark.parametrize("arguments, message", [
+    (["--budgets", "2,-1"], "integers >= 0"),
+    (["--reach", "0,-0.01", "--least-out", "l.csv"], "numbers >= 0"),
+    (["--reach", "1/0", "--least-out", "l.csv"], "numbers >= 0"),
+    (["--reach", "0.1"], "give --least-out FILE too"),
+    (["--least-out", "l.txt"], "l.txt: results are written as .parquet or .csv"),
+])
+def test_frontier_command_refuses_bad_options_before_any_work(tmp_path, arguments, message):
+    result = CliRunner().invoke(main, ["frontier", "tiny", *arguments, "--out",
                                        str(tmp_path / "p.csv")])
     assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_least_moves_are_certified_only_against_a_certified_optimum(monkeypatch):
+    from eplbench.frontier import least_row
+    from eplbench.solvers.frontier import LeastMoves
+
+    plan = np.zeros(4, dtype=np.int64)
+    monkeypatch.setattr("eplbench.frontier.least_moves", lambda *args, **kwargs: LeastMoves(
+        "OPTIMAL", 0, 0, plan, Fraction(10), 0.0))
+    best_known = SolveResult("FEASIBLE", Fraction(10), Fraction(9), plan, 0.0, None, "enum")
+    row = least_row(None, None, Policy.GLOBAL, plan, Fraction(0), best_known, [], [], plan,
+                    1.0)
+    assert (row["moves"], row["optimum_certified"], row["status"]) == (0, False, "FEASIBLE")
+    optimum = SolveResult("OPTIMAL", Fraction(10), Fraction(10), plan, 0.0, None, "enum")
+    row = least_row(None, None, Policy.GLOBAL, plan, Fraction(0), optimum, [], [], plan, 1.0)
+    assert row["status"] == "OPTIMAL"
 
 
 def test_a_bound_proven_at_a_larger_budget_holds_at_every_smaller_one(monkeypatch):
@@ -228,6 +249,8 @@ def test_solve_from_a_plan_file_gives_the_frontier_point_of_each_layer(tmp_path)
     (["--old", "{old}"], "go together"),
     (["--old", "{short}", "--max-moves", "1"], "short.npy: "),
     (["--old", "{old}", "--max-moves", "-1"], "-1 is not in the range"),
+    (["--old", "{old}", "--max-moves", "1", "--policy", "bogus"], "error: unknown policy"),
+    (["--old", "{old}", "--max-moves", "1", "--out", "p.txt"], "p.txt: results are written"),
 ])
 def test_solve_from_a_plan_refuses_bad_input_naming_it(tmp_path, arguments, message):
     runner = CliRunner()
