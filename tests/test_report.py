@@ -354,7 +354,9 @@ def test_migration_points_use_the_windows_after_a_rebalance():
     def row(heuristic, window, layer, moved, mean, peak, valid=True):
         return {"instance_set": "trace", "heuristic": heuristic, "instance": window,
                 "layer": layer, "moved": moved, "mean_load": mean, "max_load": peak,
-                "valid": valid}
+                "valid": valid, "reason": None if valid else "policy", "detail": None,
+                "runtime_s": 0.001, "runtime_ratio": 1.0, "balancedness": mean / peak,
+                "respects_hierarchy": valid, "num_replicas": 8, "colocated_replicas": 0}
 
     table = pd.DataFrame([
         row("a", "w1", 0, np.nan, 1.0, 1.0), row("a", "w1", 1, np.nan, 1.0, 1.0),

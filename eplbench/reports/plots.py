@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from eplbench.gaps import STAGES, attribution, instance_gaps  # noqa: E402
 from eplbench.reports.names import short_names  # noqa: E402
+from eplbench.reports.tables import instance_summary  # noqa: E402
 
 DPI = 110  # figures are laid out and saved at this resolution
 STRONG = ["#1f5fbf", "#e8710a", "#1a9850", "#c51b7d"]  # the profile's best lines
@@ -553,14 +554,11 @@ def migration_points(table: pd.DataFrame) -> dict[str, list[tuple[str, float, fl
         return {}
     points = {}
     for name, rows in table[table.moved.notna()].groupby("instance_set", sort=False):
-        mine = []
-        for heuristic, own in rows.groupby("heuristic", sort=False):
-            if not own.valid.all():
-                continue
-            windows = own.groupby("instance")[["mean_load", "max_load"]].sum()
-            balance = np.where(windows.max_load > 0, windows.mean_load
-                               / windows.max_load.where(windows.max_load > 0, 1), 1.0)
-            mine.append((heuristic, float(own.moved.mean()), float(balance.mean())))
+        windows = instance_summary(rows).groupby("heuristic", sort=False)
+        valid, balance = windows.valid.all(), windows.balancedness.mean()
+        moved = rows.groupby("heuristic", sort=False).moved.mean()
+        mine = [(heuristic, float(moved[heuristic]), float(balance[heuristic]))
+                for heuristic in valid.index if valid[heuristic]]
         if mine:
             points[name] = mine
     return points
