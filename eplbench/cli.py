@@ -419,11 +419,11 @@ def report(results, out, frontier_files):
     self-contained HTML page and PNG files. Several files are merged: a row of the same
     heuristic, instance and layer in two files is taken from the later file. Reads the
     reference values of the sets; never solves."""
+    import pandas as pd
+
     from eplbench.instances import reference_path
     from eplbench.reference import read_reference
     from eplbench.reports.html import write_report
-    import pandas as pd
-
     from eplbench.reports.provenance import read_merged
     from eplbench.results import KEY_COLUMNS, read_results
 
@@ -451,7 +451,8 @@ def _print_trace_sums(summary, served: int) -> None:
         view.add_column(column, justify="left" if column == "heuristic" else "right")
     for row in summary.itertuples():
         view.add_row(row.heuristic, _fmt(row.served_load_sum, "{:.6g}"),
-                     f"{_fmt(row.moved_sum, '{:.0f}')} ({_fmt(row.moved_inter_node_sum, '{:.0f}')})",
+                     f"{_fmt(row.moved_sum, '{:.0f}')} "
+                     f"({_fmt(row.moved_inter_node_sum, '{:.0f}')})",
                      _fmt(row.moved_bytes_sum / 1e9, "{:.3g}"),
                      _fmt(row.moved_seconds_sum, "{:.3g}"))
     stdout.print(view)
@@ -513,7 +514,8 @@ def replay(trace, simulate, windows, seed, window, topology, heuristics, solver,
     from eplbench.results import write_results
     from eplbench.runner import RunOptions
 
-    instances, name = _trace_windows(trace, simulate, windows, seed, window, topology, policy)
+    instances, name = _trace_windows(trace, simulate, windows, seed, window,
+                                     _parse_topology(topology), policy)
     topo = instances[0].topology
     options = RunOptions(repeats=repeats, time_limit=time_limit, jobs=jobs)
     with tracked("planning", len(instances) - 1) as progress:
@@ -614,14 +616,14 @@ def _replay_frontier(instances, budgets, policy, solve_time, hindsight, out) -> 
                  f"{(found.status == 'OPTIMAL').mean():.0%} of layers)")
 
 
-def _trace_windows(trace, simulate, windows: int, seed: int, window, topology: str,
+def _trace_windows(trace, simulate, windows: int, seed: int, window, topo,
                    policy) -> tuple[list, str]:
-    """(one instance per window of TRACE or of the simulator's --simulate LxE, the trace's
-    name); BadInput naming the trace when it has fewer than 2 windows or does not fit."""
+    """(one instance per window of TRACE or of the simulator's --simulate LxE, on the
+    Topology `topo`, the trace's name); BadInput naming the trace when it has fewer than 2
+    windows or does not fit."""
     from eplbench.instances.importers import read_expert_load_json
     from eplbench.replay import simulated_windows, window_instances
 
-    topo = _parse_topology(topology)
     if (trace is None) == (simulate is None):
         raise BadInput("give a TRACE file or --simulate LAYERSxEXPERTS (one of the two)")
     if simulate:
@@ -722,14 +724,14 @@ def gate(candidate, baseline, instance_sets, reference, max_gap_increase,
     import pandas as pd
 
     from eplbench.gate import Limits, migration, served_load, verdicts
-    from eplbench.replay import replay_rows
+    from eplbench.replay import ADRS_TOPOLOGY, replay_rows
     from eplbench.results import write_results
     from eplbench.runner import RunOptions
 
     if max_migration_increase is not None and trace is None and simulate is None:
         raise BadInput("--max-migration-increase needs --trace or --simulate to replay")
     replayed = (None if trace is None and simulate is None else
-                _trace_windows(trace, simulate, 6, 0, None, "288,8,4,32", policy))
+                _trace_windows(trace, simulate, 6, 0, None, ADRS_TOPOLOGY, policy))
 
     loaded = [(name, *_instances_and_reference(name, reference, policy))
               for name in _split(instance_sets)]
@@ -1167,25 +1169,23 @@ def _parse_param(text: str):
 
 
 def _budgets(ctx, param, value: str) -> list[int]:
-    try:
-        budgets = sorted({int(item) for item in _split(value)})
-    except ValueError:
-        budgets = []
-    if not budgets or budgets[0] < 0:
-        raise click.BadParameter(f"{value!r}: expected weights received, integers >= 0, "
-                                 f"e.g. 0,2,4,8")
-    return budgets
+    return _ascending(value, int, "weights received, integers >= 0, e.g. 0,2,4,8")
 
 
 def _shares(ctx, param, value: str) -> list[Fraction]:
+    return _ascending(value, Fraction, "shares above the optimum, numbers >= 0, e.g. 0,0.01")
+
+
+def _ascending(value: str, kind, expected: str) -> list:
+    """The distinct comma-separated values of `value` read by `kind`, ascending;
+    click.BadParameter naming what was `expected` unless there is one and none is < 0."""
     try:
-        shares = sorted({Fraction(item) for item in _split(value)})
+        items = sorted({kind(item) for item in _split(value)})
     except (ValueError, ZeroDivisionError):
-        shares = []
-    if not shares or shares[0] < 0:
-        raise click.BadParameter(f"{value!r}: expected shares above the optimum, numbers "
-                                 f">= 0, e.g. 0,0.01")
-    return shares
+        items = []
+    if not items or items[0] < 0:
+        raise click.BadParameter(f"{value!r}: expected {expected}")
+    return items
 
 
 @main.command()

@@ -153,7 +153,7 @@ def migration(rows: pd.DataFrame, candidate: str, baseline: str, limit: float):
         return ({"check": "migration", "candidate": "-", "baseline": "-",
                  "limit": f"+{limit:.0%}", "passed": False,
                  "note": "no rebalance where both have a plan before and after"}, [])
-    mean = moved[both].mean()
+    mean, inter_mean = moved[both].mean(), inter[both].mean()
     passed = mean[candidate] <= mean[baseline] * (1 + limit)
     per_window = moved[both].groupby(level="instance").mean()
     above = per_window[per_window[candidate] > per_window[baseline] * (1 + limit)]
@@ -166,8 +166,8 @@ def migration(rows: pd.DataFrame, candidate: str, baseline: str, limit: float):
              "passed": bool(passed),
              "note": f"weights received per layer and rebalance, over {int(both.sum())} "
                      f"layer-rebalances; "
-                     f"inter-node {inter[both].mean()[candidate]:.1f} vs "
-                     f"{inter[both].mean()[baseline]:.1f}"}, failed)
+                     f"inter-node {inter_mean[candidate]:.1f} vs "
+                     f"{inter_mean[baseline]:.1f}"}, failed)
 
 
 def served_load(rows: pd.DataFrame, candidate: str, baseline: str, limit: float):

@@ -101,12 +101,9 @@ def solve_budget(weight, topology: Topology, policy: Policy | str, old, max_move
     lower: a known lower bound (tokens), e.g. the layer's unconstrained optimum.
     params["received"] holds the weights the returned plan receives."""
     start = time.perf_counter()
-    policy = Policy.parse(policy)
-    weight = np.asarray(weight, dtype=np.int64)
-    old = np.asarray(old, dtype=np.int64)
     if max_moves < 0:
         raise BadInput(f"max_moves must be >= 0, got {max_moves}")
-    _check_old(weight, topology, policy, old)
+    policy, weight, old = _inputs(weight, topology, policy, old)
     deadline = Deadline.budget(time_limit)
     phy2log, upper = best_within(weight, topology, policy, old, max_moves, starts)
     lower = before_search = max(layer_bound(weight, topology, policy), lower)
@@ -139,11 +136,8 @@ def least_moves(weight, topology: Topology, policy: Policy | str, old, target: F
     of `policy` whose max load is at most `target` (tokens); weight: [E] tokens.
 
     starts: more [P] plans of `policy` to start from (those within the target count)."""
-    policy = Policy.parse(policy)
-    weight = np.asarray(weight, dtype=np.int64)
-    old = np.asarray(old, dtype=np.int64)
+    policy, weight, old = _inputs(weight, topology, policy, old)
     target = Fraction(target)
-    _check_old(weight, topology, policy, old)
     lower = layer_bound(weight, topology, policy)
     if target < lower:
         raise BadInput(f"target {target} is below the layer's lower bound {lower}: "
@@ -259,10 +253,16 @@ def _built(kind, weight, topology, policy, domains, upper, lower, deadline, uppe
                          old, max_moves)
 
 
-def _check_old(weight, topology, policy, old) -> None:
+def _inputs(weight, topology: Topology, policy, old):
+    """(Policy, weight [E] int64, old [P] int64); BadInput when the plan in place breaks the
+    hierarchical policy it is solved under."""
+    policy = Policy.parse(policy)
+    weight = np.asarray(weight, dtype=np.int64)
+    old = np.asarray(old, dtype=np.int64)
     if policy is Policy.HIERARCHICAL and not check(weight[None], old[None],
                                                   topology).respects_hierarchy:
         raise BadInput("the plan in place breaks the hierarchical policy it is solved under")
+    return policy, weight, old
 
 
 def _received(old: np.ndarray, new: np.ndarray, topology: Topology) -> int:
