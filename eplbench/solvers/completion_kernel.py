@@ -116,15 +116,19 @@ def _level(free_slots, depth, min_left, levels):
 @njit(cache=True)
 def _fillable(depth, level, spare, loads, used, rest, cap, slots, pieces, piece_count, pairs,
               pair_count, shortfalls) -> bool:
-    """The open GPUs' room covers the load left (spare: `_spare`), and each open GPU can be
-    filled to within that spare room (`_gpu_fillable`)."""
+    """The open GPUs' room covers the load left (spare: `_spare`), and the open GPUs can be
+    filled to within that spare room together: the room they keep at the end sums to
+    exactly `spare` (every slot is filled), so their least wastes (`_gpu_waste`) must sum
+    to at most it."""
     if spare < 0:
         return False
+    wasted = 0
     for i in range(loads.shape[0]):
-        if used[i] < slots and not _gpu_fillable(depth, level, loads[i], used[i], spare, rest,
-                                                  cap, slots, pieces, piece_count, pairs,
-                                                  pair_count, shortfalls):
-            return False
+        if used[i] < slots:
+            wasted += _gpu_waste(depth, level, loads[i], used[i], spare, rest, cap, slots,
+                                 pieces, piece_count, pairs, pair_count, shortfalls)
+            if wasted > spare:
+                return False
     return True
 
 
@@ -132,24 +136,32 @@ def _fillable(depth, level, spare, loads, used, rest, cap, slots, pieces, piece_
 def _gpu_fillable(depth, level, gpu_load, gpu_used, spare, rest, cap, slots, pieces,
                   piece_count, pairs, pair_count, shortfalls) -> bool:
     """Whether one open GPU can be filled to within `spare` of cap by the experts from
-    `depth` on: its free slots take at most the largest of them, one each, and, with one to
-    three free slots, sums of as many replica loads they can have at the state's `level`
-    (`_level`; `_shortfall`, remembered in `shortfalls` by depth, level, free slots and
-    room: it does not depend on cap). A smaller spare (a later state's) only narrows the
-    window."""
+    `depth` on (`_gpu_waste`). A smaller spare (a later state's) only narrows the window."""
+    return _gpu_waste(depth, level, gpu_load, gpu_used, spare, rest, cap, slots, pieces,
+                      piece_count, pairs, pair_count, shortfalls) <= spare
+
+
+@njit(cache=True)
+def _gpu_waste(depth, level, gpu_load, gpu_used, spare, rest, cap, slots, pieces,
+               piece_count, pairs, pair_count, shortfalls):
+    """A lower bound on the room one open GPU keeps under cap once full, filled by the
+    experts from `depth` on (more than `spare` when it cannot end within spare): its free
+    slots take at most the largest of them, one each, and, with one to three free slots,
+    sums of as many replica loads they can have at the state's `level` (`_level`;
+    `_shortfall`, remembered in `shortfalls` by depth, level, free slots and room: it does
+    not depend on cap)."""
     num_experts = rest.shape[0] - 1
     free, high = slots - gpu_used, cap - gpu_load
-    if rest[depth] - rest[min(num_experts, depth + free)] < high - spare:
-        return False
-    if free > 3:
-        return True
+    waste = max(0, high - (rest[depth] - rest[min(num_experts, depth + free)]))
+    if waste > spare or free > 3:
+        return waste
     tag = (depth * pieces.shape[1] + level) * 4 + free
     row = (((high + (tag << 48)) * MEMO_HASH) >> 40) & (MEMO_SIZE - 1)
     if shortfalls[row, 0] != high or shortfalls[row, 1] != tag:
         shortfalls[row, 0], shortfalls[row, 1] = high, tag
         shortfalls[row, 2] = _shortfall(depth, level, free, high, pieces, piece_count,
                                         pairs, pair_count)
-    return shortfalls[row, 2] <= spare
+    return max(waste, shortfalls[row, 2])
 
 
 @njit(cache=True)
