@@ -67,15 +67,23 @@ class Evaluation:
 
     def breach(self, policy: Policy | str) -> str | None:
         """What breaks `policy` in this placement, in words, or None if it respects it."""
-        if Policy.parse(policy) is Policy.GLOBAL or self.respects_hierarchy:
-            return None
-        broken = int((~self.hierarchical_layers).sum())
-        parts = [f"{total} group(s) span nodes" for total in [int(self.split_groups.sum())]
-                 if total]
-        parts += [f"{total} node(s) hold other than their share of groups"
-                  for total in [int(self.crowded_nodes.sum())] if total]
-        return (f"breaks the hierarchical policy in {broken} of {len(self.max_load)} "
-                f"layer(s): {', '.join(parts)} (summed over layers)")
+        policy = Policy.parse(policy)
+        parts = []
+        if policy.hierarchical and not self.respects_hierarchy:
+            broken = int((~self.hierarchical_layers).sum())
+            causes = [f"{total} group(s) span nodes"
+                      for total in [int(self.split_groups.sum())] if total]
+            causes += [f"{total} node(s) hold other than their share of groups"
+                       for total in [int(self.crowded_nodes.sum())] if total]
+            parts.append(f"breaks the {policy.value} policy in {broken} of "
+                         f"{len(self.max_load)} layer(s): {', '.join(causes)} (summed over "
+                         "layers)")
+        if policy.distinct and self.colocated_replicas:
+            layers = int((self.colocated_per_layer > 0).sum())
+            parts.append(f"breaks the {policy.value} policy: {self.colocated_replicas} "
+                         f"replica(s) share a GPU with another of the same expert, in "
+                         f"{layers} of {len(self.max_load)} layer(s)")
+        return "; ".join(parts) or None
 
 
 def check_output(weight, output, topo: Topology) -> Evaluation:

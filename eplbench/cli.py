@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eplbench.errors import BadInput, InvalidPlacement
+from eplbench.problem import Policy
 from eplbench.progress import tracked
 from eplbench.reports.names import short_names
 
@@ -53,7 +54,7 @@ def _split(value: str | None) -> list[str]:
 BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
 
 POLICY_OPTION = click.option(
-    "--policy", type=click.Choice(["global", "hierarchical"]), default=None,
+    "--policy", type=click.Choice([policy.value for policy in Policy]), default=None,
     help="The policy placements must respect, and whose optimum gaps are taken against. "
          "Default: each instance's declared policy (hierarchical where the topology "
          "defines it, as the engines do; else global).")
@@ -136,12 +137,22 @@ def _policies(rows) -> str:
 
 
 def _instances_and_reference(name, reference, policy=None):
-    """(the set's instances with `policy` declared, if given, its reference entries)."""
+    """(the set's instances with `policy` declared, if given, its reference entries); the
+    instances whose topology does not define `policy` are left out, and said so."""
     from eplbench.instances import load_instances, reference_path, with_policy
-    from eplbench.reference import check_for_set, read_reference
+    from eplbench.reference import check_for_set, policies_for, read_reference
 
     path = reference or reference_path(name)
-    instances = with_policy(load_instances(name), policy)
+    instances = load_instances(name)
+    if policy is not None:
+        kept = [instance for instance in instances if policies_for(instance, [policy])]
+        left = [instance.id for instance in instances if instance not in kept]
+        if not kept:
+            raise BadInput(f"{name}: no instance's topology defines the {policy} policy")
+        if left:
+            stderr.print(f"{name}: {len(left)} instance(s) left out, their topology does not "
+                         f"define the {policy} policy: {', '.join(left)}")
+        instances = with_policy(kept, policy)
     return instances, check_for_set(read_reference(path), instances, path) if path else None
 
 
@@ -584,7 +595,6 @@ def _replay_frontier(instances, budgets, policy, solve_time, hindsight, out) -> 
     import pandas as pd
 
     from eplbench.frontier import frontier_summary, replay_frontier
-    from eplbench.problem import Policy
     from eplbench.results import write_results
 
     known = {entry.key: entry for entry in hindsight}
@@ -932,7 +942,6 @@ def _solve_from_plan(instance_text, old_plan, max_moves, policies, time_limit, w
     import pandas as pd
 
     from eplbench.frontier import budget_rows
-    from eplbench.problem import Policy
     from eplbench.reference import policies_for
     from eplbench.results import check_results_path, write_results
 
@@ -961,7 +970,7 @@ def _solve_from_plan(instance_text, old_plan, max_moves, policies, time_limit, w
 @click.option("--solver", default="enum", show_default=True,
               help="enum (exact branch and bound), cpsat or mip (joint model).")
 @click.option("--policy", default="global", show_default=True,
-              type=click.Choice(["global", "hierarchical"]),
+              type=click.Choice([policy.value for policy in Policy]),
               help="Policy to solve under (instances whose topology lacks it are skipped).")
 @click.option("--time-limit", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of work per layer (the same answers on an idle or a busy "
@@ -1220,7 +1229,6 @@ def frontier(instance_set, old_spec, budgets, policy, time_limit, out, least_out
     import pandas as pd
 
     from eplbench.frontier import frontier_rows
-    from eplbench.problem import Policy
     from eplbench.reference import merge
     from eplbench.results import check_results_path, write_results
 

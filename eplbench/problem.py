@@ -15,10 +15,23 @@ from eplbench.errors import BadInput
 
 
 class Policy(str, enum.Enum):
-    """Feasible sets of placements: `global` (any) or `hierarchical` (DeepSeek's)."""
+    """Feasible sets of placements: `global` (any) or `hierarchical` (DeepSeek's), each
+    alone or with `+distinct` (no GPU holds two replicas of one expert)."""
 
     GLOBAL = "global"
     HIERARCHICAL = "hierarchical"
+    GLOBAL_DISTINCT = "global+distinct"
+    HIERARCHICAL_DISTINCT = "hierarchical+distinct"
+
+    @property
+    def hierarchical(self) -> bool:
+        """Groups whole on nodes, each node holding num_groups / num_nodes of them."""
+        return self in (Policy.HIERARCHICAL, Policy.HIERARCHICAL_DISTINCT)
+
+    @property
+    def distinct(self) -> bool:
+        """No GPU holds two replicas of one expert."""
+        return self in (Policy.GLOBAL_DISTINCT, Policy.HIERARCHICAL_DISTINCT)
 
     @classmethod
     def parse(cls, value: "Policy | str") -> "Policy":
@@ -80,13 +93,33 @@ class Topology:
 
     def validate_for(self, num_experts: int, policy: Policy | str = Policy.GLOBAL) -> None:
         """Raise BadInput if this topology cannot place `num_experts` under `policy`."""
+        policy = Policy.parse(policy)
         if self.num_replicas < num_experts:
             raise BadInput(f"topology: num_replicas={self.num_replicas} is smaller than "
                            f"num_experts={num_experts}")
-        if Policy.parse(policy) is Policy.HIERARCHICAL:
+        if policy.hierarchical:
             problem = self.hierarchy_problem(num_experts)
             if problem:
-                raise BadInput(f"topology: hierarchical policy needs {problem}")
+                raise BadInput(f"topology: {policy.value} policy needs {problem}")
+        if policy.distinct:
+            problem = self.distinct_problem(num_experts, policy.hierarchical)
+            if problem:
+                raise BadInput(f"topology: {policy.value} policy needs {problem}")
+
+    def distinct_problem(self, num_experts: int, hierarchical: bool) -> str | None:
+        """Why no placement keeps every GPU's replicas of distinct experts, or None.
+
+        An expert has at most one replica per GPU it may use: G of them, G / N under the
+        hierarchy, where a node's slots are shared by its num_experts / N experts."""
+        experts, gpus, slots = num_experts, self.num_gpus, self.num_replicas
+        if hierarchical:
+            experts, gpus, slots = (experts // self.num_nodes, self.gpus_per_node,
+                                    self.slots_per_node)
+        if slots > experts * gpus:
+            where = "per node " if hierarchical else ""
+            return (f"at most {experts * gpus} slots {where}({experts} experts x {gpus} "
+                    f"GPUs, one replica of each per GPU), got {slots}")
+        return None
 
     def __str__(self) -> str:
         return (f"P={self.num_replicas} groups={self.num_groups} "

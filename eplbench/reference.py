@@ -60,9 +60,17 @@ def entry_from_result(instance, layer: int, policy: str, result, origin: str) ->
 
 def policies_for(instance, policies: list[str]) -> list[str]:
     """The policies of `policies` that `instance`'s topology defines (hierarchical only
-    where its experts and groups divide)."""
-    return [policy for policy in policies if policy == "global"
-            or instance.topology.hierarchy_problem(instance.num_experts) is None]
+    where its experts and groups divide; distinct only where its slots allow one replica
+    of an expert per GPU)."""
+    return [policy for policy in policies if _defines(instance, policy)]
+
+
+def _defines(instance, policy: str) -> bool:
+    try:
+        instance.topology.validate_for(instance.num_experts, policy)
+    except BadInput:
+        return False
+    return True
 
 
 def solve_entries(unit: tuple, solver: str, time_limit: float, workers: int,

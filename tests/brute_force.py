@@ -19,6 +19,9 @@ Two oracles, one the check of the other:
 
 `packing_optimum` (counts given) is organised the same way; `packing_optimum_by_packings`
 is its slow check.
+
+A policy "...+distinct" keeps only placements where no GPU holds two replicas of one expert
+(`optimum` and `optimum_by_packings`).
 """
 
 from fractions import Fraction
@@ -92,7 +95,9 @@ def packing_optimum_by_packings(weight, counts, num_groups, num_nodes, num_gpus,
     slots = sum(counts) // num_gpus
     replicas = [e for e, c in enumerate(counts) for _ in range(c)]
     for bins in packings(replicas, num_gpus, slots):
-        if policy == "hierarchical" and not any(
+        if policy.endswith("+distinct") and any(len(set(b)) < len(b) for b in bins):
+            continue
+        if policy.startswith("hierarchical") and not any(
                 hierarchical(order, len(weight), num_groups, num_nodes)
                 for order in permutations(bins)):
             continue
@@ -122,12 +127,13 @@ def packing_optimum(weight, counts, num_groups, num_nodes, num_gpus, policy):
 def optimum(weight, num_replicas, num_groups, num_nodes, num_gpus, policy):
     """Exact optimal max GPU load (Fraction) of one layer, or None if nothing is feasible."""
     weight = [int(w) for w in weight]
-    if policy != "hierarchical":
-        return global_optimum(weight, num_replicas, num_gpus)
+    distinct = policy.endswith("+distinct")
+    if not policy.startswith("hierarchical"):
+        return global_optimum(weight, num_replicas, num_gpus, distinct)
 
     def node_optimum(experts, gpus):
         return global_optimum([weight[e] for e in experts], num_replicas * gpus // num_gpus,
-                              gpus)
+                              gpus, distinct)
 
     return _hierarchical_minimum(len(weight), num_groups, num_nodes, num_gpus, node_optimum)
 
@@ -167,9 +173,9 @@ def _labelled_splits(groups, num_nodes, per_node):
             yield [chosen, *tail]
 
 
-def global_optimum(weight, num_slots, num_gpus):
+def global_optimum(weight, num_slots, num_gpus, distinct=False):
     """Exact optimal max GPU load (Fraction) of the global problem, or None if fewer slots
-    than experts."""
+    than experts (or, distinct, no placement keeps every GPU's experts distinct)."""
     weight = [int(w) for w in weight]
     if num_slots < len(weight) or num_slots % num_gpus:
         return None
@@ -182,15 +188,16 @@ def global_optimum(weight, num_slots, num_gpus):
         largest = max(Fraction(w, c) for w, c in zip(weight, counts))
         if best is not None and (largest >= best or best == mean):
             break  # sorted: every later vector has a largest replica at least as heavy
-        value = _best_packing(weight, counts, num_gpus, slots, best)
+        value = _best_packing(weight, counts, num_gpus, slots, best, distinct)
         if value is not None and (best is None or value < best):
             best = value
     return best
 
 
-def _best_packing(weight, counts, num_gpus, slots, below):
-    """The least max load of a packing of these replicas into num_gpus GPUs of `slots`,
-    or None when every packing is at or above `below` (None: no limit).
+def _best_packing(weight, counts, num_gpus, slots, below, distinct=False):
+    """The least max load of a packing of these replicas into num_gpus GPUs of `slots`
+    (distinct: one replica of an expert per GPU at most), or None when every packing is at
+    or above `below` (None: no limit).
 
     GPUs are interchangeable, so the next GPU filled is one holding a replica of the first
     expert with replicas left: every packing is reached."""
@@ -204,7 +211,7 @@ def _best_packing(weight, counts, num_gpus, slots, below):
             return Fraction(0)
         result = None
         for gpu in _multisets(left, slots):
-            if gpu[first] == 0:
+            if gpu[first] == 0 or (distinct and max(gpu) > 1):
                 continue
             value = sum(k * load[e] for e, k in enumerate(gpu))
             if (below is not None and value >= below) or (result is not None

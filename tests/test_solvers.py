@@ -86,7 +86,7 @@ def test_a_start_that_breaks_the_hierarchy_is_refused(monkeypatch):
     from eplbench.solvers import layer
 
     monkeypatch.setattr(layer, "best_start", lambda *args: np.array([0, 2, 1, 3]))
-    with pytest.raises(AssertionError, match="non-hierarchical"):
+    with pytest.raises(AssertionError, match="breaks the hierarchical policy"):
         solve(np.array([[4, 3, 2, 1]]), eb.Topology(4, 2, 2, 2), "hierarchical", time_limit=1)
 
 
@@ -233,14 +233,77 @@ def test_best_pair_split_matches_every_split(slots, data):
 
     values = data.draw(st.lists(st.integers(1, 10**9), min_size=2 * slots, max_size=2 * slots))
     item = np.array(values, dtype=np.int64).reshape(2, slots)
+    experts = np.arange(2 * slots).reshape(2, slots)
     mask = np.zeros(2 * slots, dtype=np.bool_)
-    high = _best_split(item, 0, 1, np.empty(2 * slots, dtype=np.int64), True, mask)
+    high = _best_split(item, experts, 0, 1, np.empty(2 * slots, dtype=np.int64), True, False,
+                       mask)
     total = sum(values)
     best = min(max(sum(values[k] for k in half), total - sum(values[k] for k in half))
                for half in itertools.combinations(range(2 * slots), slots))
     chosen = sum(v for v, inside in zip(values, mask) if inside)
     assert high == best == max(chosen, total - chosen)
     assert mask.sum() == slots and mask[0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 7), st.booleans(), st.data())
+def test_a_distinct_pair_split_is_the_best_split_keeping_both_gpus_distinct(slots, full,
+                                                                           data):
+    """Two GPUs of distinct experts sharing some: the distinct re-split's larger half is
+    the lowest over every S + S split (itertools) whose halves hold distinct experts (with
+    single swaps only, `full` False: no lower than the best such swap), and its mask is
+    such a split."""
+    from eplbench.solvers.local_search import _best_split
+
+    loads = data.draw(st.lists(st.integers(1, 10**9), min_size=3 * slots, max_size=3 * slots))
+    first = data.draw(st.permutations(range(3 * slots)))[:slots]
+    second = data.draw(st.permutations(range(3 * slots)))[:slots]
+    experts = np.array([first, second], dtype=np.int64)
+    item = np.array([[loads[e] for e in row] for row in experts], dtype=np.int64)
+    mask = np.zeros(2 * slots, dtype=np.bool_)
+    high = _best_split(item, experts, 0, 1, np.empty(2 * slots, dtype=np.int64), full, True,
+                       mask)
+    ids, values = experts.ravel().tolist(), item.ravel().tolist()
+    total = sum(values)
+
+    def apart(half):
+        rest = [k for k in range(2 * slots) if k not in half]
+        return all(len({ids[k] for k in side}) == slots for side in (half, rest))
+
+    splits = [half for half in itertools.combinations(range(2 * slots), slots) if apart(half)]
+    if not full:  # single swaps of one item each way that change the GPUs' experts
+        splits = [half for half in splits if len(set(half) - set(range(slots))) == 1
+                  and {ids[k] for k in half} != set(first)] or [tuple(range(slots))]
+    best = min(max(sum(values[k] for k in half), total - sum(values[k] for k in half))
+               for half in splits)
+    chosen = [k for k in range(2 * slots) if mask[k]]
+    assert high == best
+    assert apart(chosen) and max(sum(values[k] for k in chosen),
+                                 total - sum(values[k] for k in chosen)) == high
+
+
+def test_distinct_local_search_keeps_experts_apart_and_never_worsens():
+    """improve_placement with distinct on the bundled small and medium-cut layers, from
+    DeepSeek's distinct placement, with kicks and re-packs: no co-located replica, never
+    worse; and it lowers some layers."""
+    from eplbench.solvers.incumbent import deepseek_placement
+    from eplbench.solvers.local_search import improve_placement
+
+    lowered = 0
+    for instance in eb.load_instances("small") + eb.load_instances("medium-cut")[:4]:
+        topo, row = instance.topology, instance.weight[0]
+        for policy in (eb.Policy.GLOBAL_DISTINCT, eb.Policy.HIERARCHICAL_DISTINCT):
+            if topo.distinct_problem(instance.num_experts, policy.hierarchical):
+                continue
+            start = deepseek_placement(row, topo, policy)
+            improved = improve_placement(row, start, topo, policy.hierarchical,
+                                         Deadline.budget(0.05), kicks=True, distinct=True)
+            before, after = (eb.check(instance.weight[:1], p[None, :], topo)
+                             for p in (start, improved))
+            assert after.breach(policy) is None, instance.id
+            assert after.max_load[0] <= before.max_load[0], instance.id
+            lowered += after.max_load[0] < before.max_load[0]
+    assert lowered >= 10
 
 
 def _counts_at_level(top, level, levels):
@@ -471,17 +534,18 @@ def test_each_assignment_solves_its_heaviest_node_first_and_caches_nodes_by_grou
     calls = []
     real_search = enumeration.solve_global
 
-    def spy_search(weight, topology, start, deadline, cutoff):
+    def spy_search(weight, topology, start, deadline, cutoff, distinct):
         searched.append(tuple(weight))
         asked.append(cutoff)
-        return real_search(weight, topology, start, deadline, cutoff)
+        return real_search(weight, topology, start, deadline, cutoff, distinct)
 
     real_node = enumeration._solve_node
 
-    def spy_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache):
+    def spy_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache,
+                 distinct):
         before = len(asked)
         result = real_node(weight, groups, experts, node_topology, cutoff, enough, deadline,
-                           cache)
+                           cache, distinct)
         bound = count_free_bound(weight[experts], node_topology.num_replicas,
                                  node_topology.num_gpus)[0]
         calls.append((tuple(groups), bound, cutoff, enough, result[1]))
@@ -541,20 +605,21 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
     searches, improves = [], []
     real_node, real_improve = enumeration._solve_node, enumeration.improve_placement
 
-    def spy_node(weight, groups, experts, node_topo, cutoff, enough, deadline, cache):
+    def spy_node(weight, groups, experts, node_topo, cutoff, enough, deadline, cache,
+                 distinct):
         before = cache.get(tuple(groups))
         result = real_node(weight, groups, experts, node_topo, cutoff, enough, deadline,
-                           cache)
+                           cache, distinct)
         searches.append((tuple(groups), weight[experts], cutoff, enough, before, result,
                          cache[tuple(groups)], len(improves)))
         return result
 
     def spy_improve(weight, phy2log, topology, within_nodes, deadline, kicks, enough, seed,
-                    descended):
+                    descended, distinct):
         improves.append((tuple(weight), phy2log.copy(), within_nodes, kicks, enough, seed,
                          descended))
         return real_improve(weight, phy2log, topology, within_nodes, deadline, kicks, enough,
-                            seed=seed, descended=descended)
+                            seed=seed, descended=descended, distinct=distinct)
 
     monkeypatch.setattr(enumeration, "improve_placement", spy_improve)
     monkeypatch.setattr(enumeration, "_solve_node", spy_node)
@@ -577,7 +642,7 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
     cache, experts, huge = {}, np.arange(8), Fraction(10**9)
     improves.clear()
     _, ub, lb = spy_node(weight, (0, 1), experts, node_topology, huge, None,
-                         Deadline.budget(0.5), cache)
+                         Deadline.budget(0.5), cache, False)
     assert lb < ub  # not proven: the asks below reuse it or search on
     middle = (lb + ub) / 2
     for cutoff, enough in [(huge, middle), (huge, None), (huge, "ub"), (huge, huge),
@@ -585,7 +650,7 @@ def test_nodes_beyond_the_completion_search_get_seeded_local_search_and_honest_b
         if enough == "ub":  # exactly the cached ub: enough
             enough = cache[(0, 1)][0][1]
         spy_node(weight, (0, 1), experts, node_topology, cutoff, enough,
-                 Deadline.budget(0.5), cache)
+                 Deadline.budget(0.5), cache, False)
     calls_before, reused, searched_again = 0, 0, 0
     for groups, sub, cutoff, enough, before, result, stored, calls in searches:
         bound = count_free_bound(sub, 20, 5)[0]

@@ -37,6 +37,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
                  "DeepSeek EPLB, faithful port (reference speed)"),
     "deepseek_fast": ("eplbench.heuristics.deepseek_fast:rebalance_experts",
                       "DeepSeek EPLB, packing vectorised across layers (same output)"),
+    "deepseek_distinct": ("eplbench.heuristics.deepseek_distinct:rebalance_experts",
+                          "DeepSeek EPLB keeping experts unique per GPU: D'Hondt capped at one "
+                          "replica per GPU, LPT skipping a GPU that holds the expert"),
     "vllm": ("eplbench.heuristics.vllm:rebalance_experts", "vLLM default policy (DefaultEplbPolicy), faithful port"),
     "swap_search": ("eplbench.heuristics.swap_search:rebalance_experts",
                     "ours: D'Hondt + greedy packing + best-improvement swaps, heaviest pack vs all"),

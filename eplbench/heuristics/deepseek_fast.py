@@ -21,7 +21,8 @@ from eplbench.heuristics.deepseek import (check_packing, check_replication, desc
                                           rebalance_with)
 
 
-def greedy_packing(weight: np.ndarray, num_packs: int, descending, load_dtype=np.float32):
+def greedy_packing(weight: np.ndarray, num_packs: int, descending, load_dtype=np.float32,
+                   labels: np.ndarray | None = None):
     """The reference's packing on every row at once, with a chosen sort and load dtype.
 
     Items are taken heaviest first (in the order `descending` gives, ties included); each
@@ -32,13 +33,16 @@ def greedy_packing(weight: np.ndarray, num_packs: int, descending, load_dtype=np
         weight: [X, n] item weights (numpy); n is a multiple of num_packs (AssertionError
             otherwise).
         descending: [X, n] weights -> [X, n] int64 item indices (numpy), heaviest first.
+        labels: optional [X, n] int64 ids in [0, n) (an item's expert): an item skips the
+            packs already holding its id, unless every pack with room does (then it goes to
+            the lightest with room, as without labels). None: the reference's packing.
     Returns:
         pack_index [X, n] int64, rank_in_pack [X, n] int64 (torch).
     """
     num_rows, num_items = weight.shape
     check_packing(num_items, num_packs)
     capacity = num_items // num_packs
-    if capacity == 1:
+    if capacity == 1 and labels is None:
         pack_index = torch.arange(num_items, dtype=torch.int64).repeat(num_rows, 1)
         return pack_index, torch.zeros_like(pack_index)
     # torch's gather and scatter: half the time of numpy's take/put_along_axis here
@@ -56,16 +60,42 @@ def greedy_packing(weight: np.ndarray, num_packs: int, descending, load_dtype=np
     row_start = np.arange(num_rows) * num_packs
     chosen = np.empty((num_items, num_rows), dtype=np.int64)
     ranks = np.empty((num_items, num_rows), dtype=np.int64)
+    held = None if labels is None else _Held(labels, order.numpy(), num_packs)
     for position in range(num_items):
-        flat = row_start + by_row.argmin(1)  # argmin takes the first of equal loads
+        # argmin takes the first of equal loads
+        flat = row_start + (by_row.argmin(1) if held is None else held.choose(by_row, position))
         rank = filled[flat]
         filled[flat] = rank + 1
         open_load[flat] += columns[position] + full_penalty[rank]
         chosen[position] = flat - row_start
         ranks[position] = rank
+        if held is not None:
+            held.add(chosen[position], position)
     pack_index = torch.empty_like(order).scatter_(1, order, torch.from_numpy(chosen.T.copy()))
     rank_in_pack = torch.empty_like(order).scatter_(1, order, torch.from_numpy(ranks.T.copy()))
     return pack_index, rank_in_pack
+
+
+class _Held:
+    """Which ids each pack holds, for `greedy_packing` with labels: [X, packs, n] bool."""
+
+    def __init__(self, labels: np.ndarray, order: np.ndarray, num_packs: int):
+        num_rows, num_items = labels.shape
+        # [n, X]: position i holds the id of each row's i-th item
+        self.label_at = np.take_along_axis(labels, order, 1).T
+        self.holds = np.zeros((num_rows, num_packs, num_items), dtype=bool)
+        self.rows = np.arange(num_rows)
+
+    def choose(self, by_row: np.ndarray, position: int) -> np.ndarray:
+        """[X] the pack each row's item at `position` goes to: the lightest with room not
+        holding its id, else the lightest with room."""
+        blocked = self.holds[self.rows, :, self.label_at[position]]
+        skipping = np.where(blocked, np.inf, by_row)
+        stuck = np.isinf(skipping.min(1))
+        return np.where(stuck, by_row.argmin(1), skipping.argmin(1))
+
+    def add(self, packs: np.ndarray, position: int) -> None:
+        self.holds[self.rows, packs, self.label_at[position]] = True
 
 
 def torch_descending(weight: np.ndarray) -> np.ndarray:
@@ -84,13 +114,16 @@ def balanced_packing_vectorised(weight: torch.Tensor, num_packs: int):
     return greedy_packing(weight.float().numpy(), num_packs, torch_descending)
 
 
-def dhondt(weight: np.ndarray, num_phy: int, ratio_dtype=np.float32):
+def dhondt(weight: np.ndarray, num_phy: int, ratio_dtype=np.float32,
+           max_count: int | None = None):
     """D'Hondt replication on every row at once: each extra slot goes to the first expert of
     the largest weight / count, computed in `ratio_dtype`.
 
     Args:
         weight: [X, num_log] loads.
         num_phy: slots per row, >= num_log (AssertionError otherwise).
+        max_count: optional most replicas of one expert (an expert that has them takes no
+            more); num_phy <= num_log * max_count. None: no cap (the reference).
     Returns:
         phy2log [X, num_phy], rank [X, num_phy], logcnt [X, num_log], all int64 (numpy);
         slot i < num_log holds expert i, the rest in the order given.
@@ -109,6 +142,8 @@ def dhondt(weight: np.ndarray, num_phy: int, ratio_dtype=np.float32):
         rank[:, slot] = count[flat]
         count[flat] += 1
         per_replica[flat] = values[flat] / count[flat].astype(ratio_dtype)
+        if max_count is not None:
+            per_replica[flat[count[flat] >= max_count]] = -np.inf
         phy2log[:, slot] = flat - row_start
     return phy2log, rank, count.reshape(num_rows, num_log)
 

@@ -69,9 +69,10 @@ def too_large(topology: Topology) -> str:
 class Completion:
     """Bin completion for one global problem (the compiled search in `completion_kernel`).
 
-    weight: [E] tokens (int). States proven infeasible are kept between calls."""
+    weight: [E] tokens (int); distinct: no GPU holds two replicas of one expert. States
+    proven infeasible are kept between calls."""
 
-    def __init__(self, weight, topology: Topology, deadline: Deadline):
+    def __init__(self, weight, topology: Topology, deadline: Deadline, distinct: bool = False):
         self.num_gpus = topology.num_gpus
         self.scale = count_scale(len(weight), topology.num_replicas)
         if not kernel.fits_int64(exact_sum(weight) * self.scale, self.num_gpus):
@@ -83,7 +84,8 @@ class Completion:
                                       "state keys")
         self.order = np.argsort(-np.asarray(weight), kind="stable")
         load = np.asarray(weight, dtype=np.int64)[self.order] * self.scale
-        self.tables = kernel.prepare(load, self.num_gpus, topology.slots_per_gpu)
+        self.tables = kernel.prepare(load, self.num_gpus, topology.slots_per_gpu,
+                                     distinct=distinct)
         charge_tables(deadline.meter, kernel.table_entries(self.tables))
         self.deadline = deadline
         self.failed = kernel.new_failed_map()
@@ -105,7 +107,7 @@ class Completion:
 
 
 def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: Deadline,
-                 cutoff: Fraction | None = None):
+                 cutoff: Fraction | None = None, distinct: bool = False):
     """(phy2log [P], ub, lb) for one global-policy problem, weight: [E] tokens.
 
     Descends from the incumbent's load (a valid [P] placement): each round asks for a
@@ -113,9 +115,11 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: De
     is none (then lb = ub) or the deadline passes (then lb is the count-free bound). With
     `cutoff`, values at or above it need no proof: the search may stop with lb >= cutoff.
     Raises EnumerationTooLarge where the search does not take the problem on (`too_large`;
-    unless S <= 2 and the closed form applies).
+    unless S <= 2 and the closed form applies). distinct: no GPU holds two replicas of one
+    expert (the incumbent must keep it; the closed form, which may pair an expert with
+    itself, is not used).
     """
-    if topology.slots_per_gpu <= 2:
+    if topology.slots_per_gpu <= 2 and not distinct:
         try:
             return _solve_in_closed_form(weight, topology, incumbent)
         except ValueError:
@@ -124,7 +128,7 @@ def solve_global(weight, topology: Topology, incumbent: np.ndarray, deadline: De
     if reason:
         raise EnumerationTooLarge(reason)
     lower, _ = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
-    search = Completion(weight, topology, deadline)
+    search = Completion(weight, topology, deadline, distinct)
     best = np.asarray(incumbent, dtype=np.int64)
     high = _scaled_max_load(weight, best, topology, search.scale)
     low = math.ceil(lower * search.scale)

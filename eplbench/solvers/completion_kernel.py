@@ -242,8 +242,8 @@ def _count_range(d, free, spare, load, min_count, max_count, rest, min_left, cap
 
 @njit(cache=True)
 def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs, pair_count,
-            cap, slots, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work, stop,
-            wall):
+            cap, slots, per_gpu, gpu_load, gpu_used, gpu_id, placed, failed, shortfalls, work,
+            stop, wall):
     """Depth-first search over positions (d, i): i = -1 chooses expert d's count, i >= 0 how
     many of its replicas the i-th GPU (row d's order) takes, i = G checks the spread and
     builds row d + 1. Iterative (numba caches no recursive function). FOUND, NONE or TIMEOUT.
@@ -308,7 +308,8 @@ def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pai
                 replica[d] = load[d] // count[d]
                 level = _level(free_slots[d] - count[d], d + 1, min_left, pieces.shape[1])
                 if not _prepare_spread(d, level, replica[d], spare[d], rest, cap, slots,
-                                       gpu_load[d], gpu_used[d], pieces, piece_count, pairs,
+                                       per_gpu, gpu_load[d], gpu_used[d], pieces, piece_count,
+                                       pairs,
                                        pair_count, shortfalls, fits, take, takes_after,
                                        fewest_after, room_after):
                     continue
@@ -342,10 +343,11 @@ def _search(load, min_count, max_count, rest, min_left, pieces, piece_count, pai
 
 
 @njit(cache=True)
-def _prepare_spread(d, level, replica, spare, rest, cap, slots, loads, used, pieces,
+def _prepare_spread(d, level, replica, spare, rest, cap, slots, per_gpu, loads, used, pieces,
                     piece_count, pairs, pair_count, shortfalls, fits, take, takes_after,
                     fewest_after, room_after):
-    """Row d's spread tables for replicas of load `replica`, per GPU i in row d's order:
+    """Row d's spread tables for replicas of load `replica`, at most `per_gpu` of them on
+    one GPU, per GPU i in row d's order:
     fits[d, i, k] whether taking k replicas leaves it full or still fillable
     (`_gpu_fillable` with row d's spare and the next state's level: cut once here, not in
     every spread of the GPUs before it); take[d, i] the most it can take; and suffix sums
@@ -355,7 +357,7 @@ def _prepare_spread(d, level, replica, spare, rest, cap, slots, loads, used, pie
     num_gpus = loads.shape[0]
     takes_after[d, num_gpus] = fewest_after[d, num_gpus] = room_after[d, num_gpus] = 0
     for i in range(num_gpus - 1, -1, -1):
-        most = slots - used[i]
+        most = min(slots - used[i], per_gpu)
         if replica > 0:
             most = min(most, (cap - loads[i]) // replica)
         same = i + 1 < num_gpus and loads[i + 1] == loads[i] and used[i + 1] == used[i]
@@ -404,6 +406,7 @@ class SearchTables(NamedTuple):
     replica counts each expert may have; rest: [E + 1] load of experts d.. on; min_left:
     [E + 1] the fewest replicas experts d.. on can have (sum of min_count);
     pieces / piece_count and pairs / pair_count: see `_replica_loads` and `_pair_sums`;
+    per_gpu: the most replicas of one expert a GPU may hold (1: distinct experts per GPU);
     shortfalls: the memo of `_gpu_fillable` (`new_shortfall_memo`; it holds for every cap,
     so the searches on one problem share it)."""
 
@@ -419,17 +422,21 @@ class SearchTables(NamedTuple):
     shortfalls: np.ndarray
     num_gpus: int
     slots: int
+    per_gpu: int
 
 
 def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray | None = None,
-            max_count: np.ndarray | None = None) -> SearchTables:
+            max_count: np.ndarray | None = None, distinct: bool = False) -> SearchTables:
     """The tables for `search` on one problem. load: [E] int64 scaled, non-increasing;
     min_count, max_count: [E] the replica counts each expert may have (default 1 and
-    G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each).
+    G*S - E + 1; a fixed count r makes expert e r replicas of load[e] // r each);
+    distinct: no GPU holds two replicas of one expert (so none has more than G).
     The piece tables have one level per number of replicas a state can spare
     (`_replica_loads`), unless the pair tables would then pass MAX_PAIR_TABLE entries."""
     num_experts = load.shape[0]
     widest = num_gpus * slots - num_experts + 1
+    if distinct:
+        widest = min(widest, num_gpus)
     min_count = np.ones(num_experts, np.int64) if min_count is None else min_count
     max_count = np.full(num_experts, widest) if max_count is None else max_count
     min_count = np.asarray(min_count, dtype=np.int64)
@@ -443,7 +450,8 @@ def prepare(load: np.ndarray, num_gpus: int, slots: int, min_count: np.ndarray |
         pieces, piece_count = _replica_loads(load, min_count, max_count, levels)
     pairs, pair_count = _pair_sums(pieces, piece_count)
     return SearchTables(load, min_count, max_count, rest, min_left, pieces, piece_count, pairs,
-                        pair_count, new_shortfall_memo(), num_gpus, slots)
+                        pair_count, new_shortfall_memo(), num_gpus, slots,
+                        1 if distinct else slots)
 
 
 def table_entries(tables: SearchTables) -> int:
@@ -466,7 +474,7 @@ def search(tables: SearchTables, cap: int, failed, deadline: Deadline):
     before = meter.used
     status = _search(tables.load, tables.min_count, tables.max_count, tables.rest, tables.min_left,
                      tables.pieces, tables.piece_count, tables.pairs, tables.pair_count, cap,
-                     tables.slots, gpu_load, gpu_used, gpu_id, placed, failed,
+                     tables.slots, tables.per_gpu, gpu_load, gpu_used, gpu_id, placed, failed,
                      tables.shortfalls, meter.work, deadline.stop, meter.wall)
     return status, placed, meter.used - before
 

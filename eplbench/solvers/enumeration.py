@@ -59,8 +59,10 @@ def balanced_assignments(num_groups: int, num_nodes: int):
     return list(split(list(range(num_groups))))
 
 
-def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadline: Deadline):
-    """(phy2log [P], ub, lb) for the hierarchical policy; incumbent must be hierarchical."""
+def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadline: Deadline,
+                       distinct: bool = False):
+    """(phy2log [P], ub, lb) for the hierarchical policy (with distinct: no GPU holds two
+    replicas of one expert); incumbent must respect it."""
     group_size = len(weight) // topology.num_groups
     node_topology = Topology(topology.slots_per_node, 1, 1, topology.gpus_per_node)
     best_phy2log = incumbent
@@ -85,7 +87,7 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
             open_bounds.extend(b for b, _ in scored[index:] if b < upper)
             break
         nodes = _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, upper,
-                             deadline, cache)
+                             deadline, cache, distinct)
         value = max(node[1] for node in nodes)
         if value < upper:
             upper = value
@@ -98,7 +100,7 @@ def solve_hierarchical(weight, topology: Topology, incumbent: np.ndarray, deadli
 
 
 def _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, cutoff, deadline,
-                 cache):
+                 cache, distinct):
     """[(local phy2log, ub, lb)] of the assignment's nodes (in its order), solved heaviest
     `node_bound` (groups -> count-free bound) first, each later one only down to the worst
     ub before it."""
@@ -107,34 +109,37 @@ def _solve_nodes(weight, assignment, experts_of, node_bound, node_topology, cuto
     for index in sorted(range(len(assignment)), key=lambda k: bound[k], reverse=True):
         groups = assignment[index]
         nodes[index] = _solve_node(weight, groups, experts_of(groups), node_topology,
-                                   cutoff, worst, deadline, cache)
+                                   cutoff, worst, deadline, cache, distinct)
         worst = nodes[index][1] if worst is None else max(worst, nodes[index][1])
     return nodes
 
 
-def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache):
+def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline, cache,
+                distinct):
     """(local phy2log, ub, lb) of one node's global problem, cached by its groups; local
     search (beyond the completion search) stops at `enough` (tokens, None: the node's
     bound).
 
     A cached entry is reused when it was proven (ub == lb), proven >= the new cutoff, or
     its ub is at most `enough`; local search otherwise goes on from it, with new kicks
-    (seeded by the number of searches of this node so far)."""
+    (seeded by the number of searches of this node so far). distinct: no GPU holds two
+    replicas of one expert."""
     key = tuple(groups)
     cached, searches = cache.get(key, (None, 0))
     if cached and (cached[1] == cached[2] or cached[2] >= cutoff
                    or (enough is not None and cached[1] <= enough)):
         return cached
     sub = weight[experts]
-    start = cached[0] if cached else deepseek_placement(sub, node_topology, Policy.GLOBAL)
+    policy = Policy.GLOBAL_DISTINCT if distinct else Policy.GLOBAL
+    start = cached[0] if cached else deepseek_placement(sub, node_topology, policy)
     try:
-        result = solve_global(sub, node_topology, start, deadline, cutoff)
+        result = solve_global(sub, node_topology, start, deadline, cutoff, distinct)
     except EnumerationTooLarge:
         lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
         stop = lower if enough is None else max(lower, enough)
         placement = improve_placement(sub, start, node_topology, False,
-                                      deadline.share(NODE_SHARE), True, stop,
-                                      seed=searches, descended=cached is not None)
+                                      deadline.share(NODE_SHARE), True, stop, seed=searches,
+                                      descended=cached is not None, distinct=distinct)
         upper = layer_max_load(sub, placement, node_topology)
         result = (placement, upper, min(lower, upper))
     cache[key] = result, searches + 1

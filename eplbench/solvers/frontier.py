@@ -217,7 +217,7 @@ def _candidates(weight, topology, policy, old, max_moves, starts):
 def layer_bound(weight: np.ndarray, topology: Topology, policy: Policy):
     """The no-search lower bound on the layer's optimum (tokens): a budget only raises it."""
     bound = count_free_bound(weight, topology.num_replicas, topology.num_gpus)[0]
-    if policy is Policy.HIERARCHICAL:
+    if policy.hierarchical:
         bound = max(bound, hierarchy_bound(weight, topology))
     return bound
 
@@ -255,12 +255,15 @@ def _built(kind, weight, topology, policy, domains, upper, lower, deadline, uppe
 
 def _inputs(weight, topology: Topology, policy, old):
     """(Policy, weight [E] int64, old [P] int64); BadInput when the plan in place breaks the
-    hierarchical policy it is solved under."""
+    hierarchical policy it is solved under, or for a distinct policy (the budget model's
+    starting plans do not keep experts apart)."""
     policy = Policy.parse(policy)
+    if policy.distinct:
+        raise BadInput(f"the migration frontier is not built for the {policy.value} policy; "
+                       "use global or hierarchical")
     weight = np.asarray(weight, dtype=np.int64)
     old = np.asarray(old, dtype=np.int64)
-    if policy is Policy.HIERARCHICAL and not check(weight[None], old[None],
-                                                  topology).respects_hierarchy:
+    if policy.hierarchical and not check(weight[None], old[None], topology).respects_hierarchy:
         raise BadInput("the plan in place breaks the hierarchical policy it is solved under")
     return policy, weight, old
 

@@ -126,9 +126,12 @@ def count_domains(weight, topology: Topology, policy: Policy, upper: Fraction,
     low = [max(1, math.ceil(Fraction(int(w)) / upper)) if upper > 0 else 1 for w in weight]
     spare = topology.num_replicas - sum(low)
     high = [lo + spare for lo in low]
-    if policy is Policy.HIERARCHICAL:
+    if policy.hierarchical:
         per_node = topology.slots_per_node - (len(weight) // topology.num_nodes - 1)
         high = [min(hi, per_node) for hi in high]
+    if policy.distinct:  # one replica per GPU it may use (z <= 1 implies it; fewer variables)
+        gpus = topology.gpus_per_node if policy.hierarchical else topology.num_gpus
+        high = [min(hi, gpus) for hi in high]
     domains = [list(range(lo, hi + 1)) for lo, hi in zip(low, high)]
     if sum(map(len, domains)) * topology.num_gpus <= MAX_ASSIGNMENT_VARS:
         return domains, True

@@ -38,7 +38,7 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
     deadline = Deadline.budget(time_limit)
     weight = np.asarray(weight, dtype=np.int64)
     lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
-    node_bound = hierarchy_bound(weight, topology) if policy is Policy.HIERARCHICAL else 0
+    node_bound = hierarchy_bound(weight, topology) if policy.hierarchical else 0
     lower, source = max((lower, source), (node_bound, "node_mean"), key=lambda item: item[0])
     by_nodes = method == "enum" and node_bound > 0
     if incumbent is None:
@@ -53,8 +53,9 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
         found = None
         if method == "enum":
             try:
-                search = solve_hierarchical if policy is Policy.HIERARCHICAL else solve_global
-                found = search(weight, topology, phy2log, deadline.share(ENUM_SHARE))
+                search = solve_hierarchical if policy.hierarchical else solve_global
+                found = search(weight, topology, phy2log, deadline.share(ENUM_SHARE),
+                               distinct=policy.distinct)
             except EnumerationTooLarge as reason:
                 params["fallback"] = f"joint model ({reason})"
                 solver_name = f"enum>{backend_class.name}"

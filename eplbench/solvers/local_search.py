@@ -15,6 +15,11 @@ trial, MOVE_CHOICES of each), the slot staying where it is, then re-splits; the 
 move whose result the checker scores below the best so far is kept, until none is or time
 runs out. With kicks, every descent first re-packs a few GPUs exactly (`repack`), and
 random count moves restart it (iterated local search).
+
+With `distinct` (no GPU holds two replicas of one expert, kept by every move): a pair's
+two copies of one expert stay one on each GPU and the other items are split as above
+(`_distinct_split`), a count move gives a slot only to an expert not on its GPU, and
+re-packs put at most one replica of an expert on a GPU.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ SPLIT_SUBSET_TICKS = 1
 
 def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
                       within_nodes: bool, deadline: Deadline, kicks: bool = False,
-                      enough=None, seed: int = 0, descended: bool = False) -> np.ndarray:
+                      enough=None, seed: int = 0, descended: bool = False,
+                      distinct: bool = False) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]) after re-splits and count moves;
     weight: [E] int64 tokens; within_nodes keeps every replica on its node's experts (a
     hierarchical placement stays hierarchical); the search stops at `deadline` (work).
@@ -52,14 +58,16 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
     time limit from random count moves of the best placement (iterated local search,
     seeded by `seed`: the same calls give the same kicks), or until the load is at most
     `enough` (tokens, e.g. a lower bound). descended: phy2log is already the end of a
-    descent (say, of an earlier call), so the kicks start at once."""
+    descent (say, of an earlier call), so the kicks start at once. distinct: phy2log keeps
+    every GPU's experts distinct, and so does every move."""
     best = phy2log if descended else _descend(weight, phy2log, topology, within_nodes,
-                                              deadline, enough, kicks)
+                                              deadline, enough, kicks, distinct)
     best_load = _score(weight, best, topology, deadline)
     random = np.random.default_rng(seed)
     while kicks and not deadline.passed() and _above(best_load, enough):
-        kicked = _random_count_move(best, topology, within_nodes, random)
-        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, kicks)
+        kicked = _random_count_move(best, topology, within_nodes, random, distinct)
+        kicked = _descend(weight, kicked, topology, within_nodes, deadline, enough, kicks,
+                          distinct)
         load = _score(weight, kicked, topology, deadline)
         if load < best_load:
             best, best_load = kicked, load
@@ -67,33 +75,34 @@ def improve_placement(weight: np.ndarray, phy2log: np.ndarray, topology: Topolog
 
 
 def _descend(weight, phy2log, topology, within_nodes, deadline, enough,
-             repacks) -> np.ndarray:
+             repacks, distinct) -> np.ndarray:
     """Re-splits; with `repacks`, re-packs of a few GPUs (`repack`); then the first
     improving count move (re-split) while there is one; all of it again while count moves
     lower the load, the load is above `enough` (None: no such stop) and time is left."""
-    best = improve_by_resplits(weight, phy2log, topology, within_nodes, deadline)
+    best = improve_by_resplits(weight, phy2log, topology, within_nodes, deadline, distinct)
     best_load = _score(weight, best, topology, deadline)
     improved = _above(best_load, enough)
     while improved and not deadline.passed():
         if repacks:
-            best = repack(weight, best, topology, within_nodes, deadline, enough)
+            best = repack(weight, best, topology, within_nodes, deadline, enough, distinct)
             best_load = _score(weight, best, topology, deadline)
         moved, load = _count_move_descent(weight, best, best_load, topology, within_nodes,
-                                          deadline, enough)
+                                          deadline, enough, distinct)
         improved = repacks and load < best_load and _above(load, enough)
         best, best_load = moved, load
     return best
 
 
-def _count_move_descent(weight, best, best_load, topology, within_nodes, deadline, enough):
+def _count_move_descent(weight, best, best_load, topology, within_nodes, deadline, enough,
+                        distinct):
     """(placement, load) after the first improving count move (re-split), while there is
     one, the load is above `enough` and time is left."""
     improved = _above(best_load, enough)
     while improved and not deadline.passed():
         improved = False
-        for candidate in _count_moves(weight, best, topology, within_nodes):
+        for candidate in _count_moves(weight, best, topology, within_nodes, distinct):
             candidate = improve_by_resplits(weight, candidate, topology, within_nodes,
-                                            deadline)
+                                            deadline, distinct)
             load = _score(weight, candidate, topology, deadline)
             if load < best_load:
                 best, best_load = candidate, load
@@ -116,11 +125,11 @@ def _above(load, enough) -> bool:
 
 
 def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                 within_nodes: bool):
+                 within_nodes: bool, distinct: bool = False):
     """Placements ([P]) with one slot of a donor expert given to a taker expert: the
     MOVE_CHOICES donors with two or more replicas, lightest replica first, each with the
     MOVE_CHOICES takers with the heaviest replicas (under within_nodes, only experts already
-    on the slot's node)."""
+    on the slot's node; distinct: none already on the slot's GPU)."""
     counts = np.bincount(phy2log, minlength=len(weight))
     replica = weight / np.maximum(counts, 1)
     takers = np.argsort(-replica, kind="stable")
@@ -128,7 +137,9 @@ def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
     for donor in donors[:MOVE_CHOICES]:
         slot = int(np.flatnonzero(phy2log == donor)[0])
         allowed = _takers_for(phy2log, slot, topology, within_nodes)
-        chosen = [t for t in takers if t != donor and (allowed is None or int(t) in allowed)]
+        barred = _on_gpu_of(phy2log, slot, topology) if distinct else {donor}
+        chosen = [t for t in takers if t != donor and int(t) not in barred
+                  and (allowed is None or int(t) in allowed)]
         for taker in chosen[:MOVE_CHOICES]:
             moved = phy2log.copy()
             moved[slot] = taker
@@ -136,9 +147,10 @@ def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
 
 
 def _random_count_move(phy2log: np.ndarray, topology: Topology, within_nodes: bool,
-                       random: np.random.Generator) -> np.ndarray:
+                       random: np.random.Generator, distinct: bool = False) -> np.ndarray:
     """[P] phy2log with one random slot of an expert with two or more replicas given to a
-    random other expert (under within_nodes, one already on the slot's node)."""
+    random other expert (under within_nodes, one already on the slot's node; distinct:
+    none already on the slot's GPU)."""
     counts = np.bincount(phy2log)
     slots = np.flatnonzero(counts[phy2log] >= 2)
     if len(slots) == 0:
@@ -146,7 +158,10 @@ def _random_count_move(phy2log: np.ndarray, topology: Topology, within_nodes: bo
     slot = int(random.choice(slots))
     allowed = _takers_for(phy2log, slot, topology, within_nodes)
     pool = sorted(allowed) if allowed is not None else range(len(counts))
-    takers = [t for t in pool if t != phy2log[slot]]
+    barred = _on_gpu_of(phy2log, slot, topology) if distinct else {int(phy2log[slot])}
+    takers = [t for t in pool if t != phy2log[slot] and t not in barred]
+    if not takers:
+        return phy2log
     moved = phy2log.copy()
     moved[slot] = random.choice(takers)
     return moved
@@ -162,11 +177,19 @@ def _takers_for(phy2log, slot: int, topology: Topology, within_nodes: bool):
     return set(phy2log[node * per_node:(node + 1) * per_node].tolist())
 
 
+def _on_gpu_of(phy2log: np.ndarray, slot: int, topology: Topology) -> set:
+    """The experts on the GPU of `slot`."""
+    first = slot // topology.slots_per_gpu * topology.slots_per_gpu
+    return set(phy2log[first:first + topology.slots_per_gpu].tolist())
+
+
 def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
-                        within_nodes: bool, deadline: Deadline) -> np.ndarray:
+                        within_nodes: bool, deadline: Deadline,
+                        distinct: bool = False) -> np.ndarray:
     """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens.
 
     within_nodes: pair GPUs only inside a node (keeps a hierarchical placement hierarchical).
+    distinct: phy2log keeps every GPU's experts distinct, and so does every re-split.
     The search stops at a local optimum or at `deadline` (each pair split tried is
     charged SPLIT_TICKS by its size)."""
     charge_placement_scoring(deadline.meter, len(phy2log))
@@ -180,8 +203,8 @@ def improve_by_resplits(weight: np.ndarray, phy2log: np.ndarray, topology: Topol
     per_node = topology.gpus_per_node if within_nodes else gpus
     full = slots <= MAX_SPLIT_SLOTS
     meter = deadline.meter
-    _resplit_loop(item, experts, per_node, full, split_ticks(slots, full), meter.work,
-                  deadline.stop, meter.wall)
+    _resplit_loop(item, experts, per_node, full, distinct, split_ticks(slots, full),
+                  meter.work, deadline.stop, meter.wall)
     return experts.reshape(-1)
 
 
@@ -192,7 +215,7 @@ def split_ticks(slots: int, full: bool) -> int:
 
 
 @njit(cache=True)
-def _resplit_loop(item, experts, per_node, full, cost, work, stop, wall):
+def _resplit_loop(item, experts, per_node, full, distinct, cost, work, stop, wall):
     """Re-split pairs in place: (most loaded GPU, best partner) while that lowers the
     maximum; when it no longer does, every pair of GPUs whose larger load a re-split
     lowers (this evens out the GPUs below the maximum and opens new moves for it).
@@ -210,19 +233,20 @@ def _resplit_loop(item, experts, per_node, full, cost, work, stop, wall):
         for other in range(first, first + per_node):
             if other != top:
                 spend(work, cost, stop, wall)
-                high = _best_split(item, top, other, pool, full, mask)
+                high = _best_split(item, experts, top, other, pool, full, distinct, mask)
                 if high < best_high:
                     best_high, partner = high, other
                     best_mask[:] = mask
         if partner >= 0:
             _apply_split(item, experts, load, top, partner, best_mask)
-        elif not _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work,
-                                 stop, wall):
+        elif not _even_out_pairs(item, experts, load, per_node, full, distinct, pool, mask,
+                                 cost, work, stop, wall):
             return
 
 
 @njit(cache=True)
-def _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work, stop, wall):
+def _even_out_pairs(item, experts, load, per_node, full, distinct, pool, mask, cost, work,
+                    stop, wall):
     """Re-split every pair of GPUs (same block of per_node) whose larger load that lowers;
     True if any did."""
     gpus = item.shape[0]
@@ -230,7 +254,8 @@ def _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work,
     for a in range(gpus):
         for b in range(a + 1, (a // per_node + 1) * per_node):
             spend(work, cost, stop, wall)
-            if _best_split(item, a, b, pool, full, mask) < max(load[a], load[b]):
+            if _best_split(item, experts, a, b, pool, full, distinct, mask) < max(load[a],
+                                                                                 load[b]):
                 _apply_split(item, experts, load, a, b, mask)
                 changed = True
         if spend(work, 0, stop, wall):
@@ -239,11 +264,48 @@ def _even_out_pairs(item, experts, load, per_node, full, pool, mask, cost, work,
 
 
 @njit(cache=True)
-def _best_split(item, a, b, pool, full, mask):
-    """The lowest larger half over splits of GPUs a and b's pooled 2S slots into S + S;
-    mask gets the first half's members (mask[0] is always in it: halves are unordered)."""
+def _best_split(item, experts, a, b, pool, full, distinct, mask):
+    """The lowest larger half over splits of GPUs a and b's pooled 2S slots into S + S
+    (distinct: each half holding distinct experts, `_distinct_split`); mask gets the first
+    half's members (mask[0] is always in it: halves are unordered)."""
+    if distinct:
+        return _distinct_split(item, experts, a, b, pool, full, mask)
     slots = item.shape[1]
     pool[:slots], pool[slots:] = item[a], item[b]
+    return _split_pool(pool, slots, full, mask)
+
+
+@njit(cache=True)
+def _distinct_split(item, experts, a, b, pool, full, mask):
+    """`_best_split` for GPUs a and b that each hold distinct experts, keeping them so: an
+    expert on both keeps one copy on each (the copies are equal, so that adds its load to
+    both halves), and the other items are split evenly (`_split_pool`)."""
+    slots = item.shape[1]
+    shared_a = np.zeros(slots, dtype=np.bool_)
+    shared_b = np.zeros(slots, dtype=np.bool_)
+    shared = 0
+    for i in range(slots):
+        for j in range(slots):
+            if not shared_b[j] and experts[a, i] == experts[b, j]:
+                shared_a[i] = shared_b[j] = True
+                shared += item[a, i]
+                break
+    own = slots - int(shared_a.sum())
+    pool[:own] = item[a][~shared_a]
+    pool[own:2 * own] = item[b][~shared_b]
+    halves = np.zeros(2 * own, dtype=np.bool_)
+    best = shared + (_split_pool(pool[:2 * own], own, full, halves) if own else 0)
+    mask[:slots] = shared_a
+    mask[slots:] = False
+    mask[:slots][~shared_a] = halves[:own]
+    mask[slots:][~shared_b] = halves[own:]
+    return best
+
+
+@njit(cache=True)
+def _split_pool(pool, slots, full, mask):
+    """The lowest larger half over splits of pool ([2 slots] loads) into its first half
+    and the rest, `slots` each; mask gets the first half's members (mask[0] is in it)."""
     total = pool.sum()
     size = pool.shape[0]
     best = total + 1

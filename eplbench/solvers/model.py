@@ -85,7 +85,7 @@ class PlacementModel:
         self.replica_spread()
         self.gpu_slots()
         self.gpu_load()
-        if policy is Policy.HIERARCHICAL:
+        if policy.hierarchical:
             self.hierarchy()
         self.break_symmetry()
         backend.minimize(self.max_load)
@@ -100,15 +100,19 @@ class PlacementModel:
                          == self.topology.num_replicas)
 
     def replica_spread(self) -> None:
-        """z[e, k, g]: the k replicas of e spread over GPUs, none unless y[e, k]."""
-        slots = self.topology.slots_per_gpu
+        """z[e, k, g]: the k replicas of e spread over GPUs, none unless y[e, k]; at most
+        one on a GPU under a distinct policy."""
         gpus = range(self.topology.num_gpus)
-        self.z = {(e, k, g): self.backend.int_var(0, min(k, slots), f"z{e}_{k}_{g}")
+        self.z = {(e, k, g): self.backend.int_var(0, self.per_gpu(k), f"z{e}_{k}_{g}")
                   for (e, k) in self.y for g in gpus}
         for (e, k), chosen in self.y.items():
             self.backend.add(sum(self.z[e, k, g] for g in gpus) == k * chosen)
             for g in gpus:
-                self.backend.add(self.z[e, k, g] <= min(k, slots) * chosen)
+                self.backend.add(self.z[e, k, g] <= self.per_gpu(k) * chosen)
+
+    def per_gpu(self, count: int) -> int:
+        """The most replicas of an expert with `count` replicas one GPU may hold."""
+        return 1 if self.policy.distinct else min(count, self.topology.slots_per_gpu)
 
     def gpu_slots(self) -> None:
         """Every GPU holds exactly S replicas."""
@@ -137,12 +141,12 @@ class PlacementModel:
                              == topo.num_groups // topo.num_nodes)
         for (e, k, g), var in self.z.items():
             node = g // topo.gpus_per_node
-            self.backend.add(var <= min(k, topo.slots_per_gpu) * self.a[e // group_size, node])
+            self.backend.add(var <= self.per_gpu(k) * self.a[e // group_size, node])
 
     def break_symmetry(self) -> None:
         """Nodes are interchangeable, so group j may only use nodes 0..j (first-fit
         labelling); GPUs of a node are interchangeable: order them by non-increasing load."""
-        if self.policy is Policy.HIERARCHICAL:
+        if self.policy.hierarchical:
             for (j, n), var in self.a.items():
                 if n > j:
                     self.backend.add(var == 0)
@@ -173,7 +177,7 @@ class PlacementModel:
             for g in range(self.topology.num_gpus):
                 value = on_gpu.get((e, g), 0) if counts[e] == k else 0
                 self.backend.hint(self.z[e, k, g], value)
-        if self.policy is Policy.HIERARCHICAL:
+        if self.policy.hierarchical:
             node_of = self._node_of_group(phy2log)
             for (j, n), var in self.a.items():
                 self.backend.hint(var, int(node_of[j] == n))
@@ -183,7 +187,7 @@ class PlacementModel:
         non-increasing model load, as the symmetry-breaking constraints require."""
         topo = self.topology
         blocks = phy2log.reshape(topo.num_nodes, topo.gpus_per_node, topo.slots_per_gpu)
-        if self.policy is Policy.HIERARCHICAL:
+        if self.policy.hierarchical:
             node_of = self._node_of_group(phy2log)
             order = list(dict.fromkeys(node_of[j] for j in range(topo.num_groups)))
             blocks = blocks[order]

@@ -44,8 +44,10 @@ PARTNER_TRIES = 12
 
 
 def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_nodes: bool,
-           deadline: Deadline, enough: Fraction | None = None) -> np.ndarray:
-    """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens.
+           deadline: Deadline, enough: Fraction | None = None,
+           distinct: bool = False) -> np.ndarray:
+    """[P] a placement no worse than `phy2log` ([P]); weight: [E] int64 tokens; distinct:
+    no re-packed GPU gets two replicas of one expert.
 
     Moves until none of PARTNER_TRIES partner sets lowers the most loaded GPU, the load
     is at most `enough` (tokens), or `deadline` passes."""
@@ -64,7 +66,7 @@ def repack(weight: np.ndarray, phy2log: np.ndarray, topology: Topology, within_n
         for partners in _partner_sets(loads, top, topology, within_nodes,
                                       sizes[size] - 1, random):
             moved = _repack_gpus(weight, best, topology, [top, *partners], loads[top],
-                                 deadline.within(MOVE_SECONDS))
+                                 deadline.within(MOVE_SECONDS), distinct)
             if moved is not None or deadline.passed():
                 break
         if moved is None:
@@ -101,7 +103,7 @@ def _partner_sets(loads, top: int, topology: Topology, within_nodes: bool, size:
 
 
 def _repack_gpus(weight, phy2log, topology: Topology, gpus: list[int], ceiling: Fraction,
-                 deadline: Deadline):
+                 deadline: Deadline, distinct: bool = False):
     """[P] phy2log with `gpus` re-packed so that each is below `ceiling` (tokens), as low
     as the search settles by `deadline`; None if it finds no such packing."""
     slots = topology.slots_per_gpu
@@ -109,7 +111,7 @@ def _repack_gpus(weight, phy2log, topology: Topology, gpus: list[int], ceiling: 
     if items is None:
         return None
     experts, load, min_count, max_count, scale = items
-    tables = kernel.prepare(load, len(gpus), slots, min_count, max_count)
+    tables = kernel.prepare(load, len(gpus), slots, min_count, max_count, distinct)
     charge_tables(deadline.meter, kernel.table_entries(tables))
     failed = kernel.new_failed_map()
     high = math.ceil(ceiling * scale) - 1

@@ -28,18 +28,20 @@ def best_start(weight: np.ndarray, topology: Topology, policy: Policy, deadline:
     node (`by_nodes`), local search stops at a local optimum within LOCAL_SEARCH_SHARE of
     the work left before `deadline`; beyond them, local search is the main search and goes
     on with kicks for LARGE_LOCAL_SEARCH_SHARE of it, or until the load meets `lower` (a
-    lower bound, tokens)."""
+    lower bound, tokens). Under a distinct policy the start is DeepSeek's distinct
+    placement, and local search keeps experts apart."""
     large = bool(too_large(topology)) and topology.slots_per_gpu > 2 and not by_nodes
     portion = deadline.share(LARGE_LOCAL_SEARCH_SHARE if large else LOCAL_SEARCH_SHARE)
     policies = [policy]
-    if policy is Policy.GLOBAL and topology.hierarchy_problem(len(weight)) is None:
-        policies.append(Policy.HIERARCHICAL)
-    within_nodes = policy is Policy.HIERARCHICAL
+    if (not policy.hierarchical and topology.hierarchy_problem(len(weight)) is None
+            and not (policy.distinct and topology.distinct_problem(len(weight), True))):
+        policies.append(Policy.HIERARCHICAL_DISTINCT if policy.distinct else Policy.HIERARCHICAL)
     best, best_load = None, None
     for index, start_policy in enumerate(policies):
         start = improve_placement(weight, deepseek_placement(weight, topology, start_policy),
-                                  topology, within_nodes,
-                                  portion.share(1 / (len(policies) - index)), large, lower)
+                                  topology, policy.hierarchical,
+                                  portion.share(1 / (len(policies) - index)), large, lower,
+                                  distinct=policy.distinct)
         load = layer_max_load(weight, start, topology)
         if best is None or load < best_load:
             best, best_load = start, load

@@ -1,0 +1,195 @@
+"""The distinct constraint (no GPU holds two replicas of one expert) with either policy:
+the policy names, the topology check, the checker's verdict, the solvers against brute
+force, and DeepSeek's distinct variant."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import eplbench as eb
+from brute_force import optimum, optimum_by_packings
+from eplbench.heuristics.deepseek_distinct import rebalance_experts as deepseek_distinct
+from eplbench.heuristics.deepseek_fast import greedy_packing, torch_descending
+from eplbench.problem import Policy
+from eplbench.reference import ReferenceEntry
+from eplbench.reports.markdown import uniqueness_blocks
+from eplbench.reports.tables import uniqueness_price
+from eplbench.runner import score
+from eplbench.sandbox import Measurement
+from eplbench.solvers import list_solvers
+from eplbench.solvers.incumbent import deal_within_nodes, deepseek_placement
+
+DISTINCT = ["global+distinct", "hierarchical+distinct"]
+TINY = eb.load_instances("tiny")
+
+
+def test_a_policy_name_says_its_structure_and_whether_experts_stay_apart():
+    parts = {p.value: (p.hierarchical, p.distinct) for p in Policy}
+    assert parts == {"global": (False, False), "hierarchical": (True, False),
+                     "global+distinct": (False, True), "hierarchical+distinct": (True, True)}
+    with pytest.raises(eb.BadInput, match="hierarchical\\+distinct"):
+        Policy.parse("distinct")
+
+
+@pytest.mark.parametrize("policy, shape, message", [
+    ("global+distinct", (8, 1, 1, 2), "at most 6 slots (3 experts x 2 GPUs"),
+    ("hierarchical+distinct", (8, 3, 1, 4), None),
+    ("hierarchical+distinct", (12, 3, 3, 3), "at most 1 slots per node (1 experts x 1 GPUs"),
+])
+def test_the_topology_check_says_when_no_placement_keeps_experts_apart(policy, shape, message):
+    topology = eb.Topology(*shape)
+    if message is None:
+        topology.validate_for(3, policy)
+        return
+    with pytest.raises(eb.BadInput, match=message.replace("(", "\\(")) as error:
+        topology.validate_for(3, policy)
+    assert "\n" not in str(error.value)
+    topology.validate_for(3, policy.split("+")[0])  # the same shape without distinct
+
+
+def test_a_colocating_plan_is_invalid_under_distinct_with_the_reason_named():
+    weight = np.array([[6, 2, 2, 2]])
+    topology = eb.Topology(6, 2, 1, 2)
+    colocated = np.array([[0, 0, 1, 2, 3, 0]])  # GPU 0 holds expert 0 twice
+    apart = np.array([[0, 1, 2, 0, 3, 0]])  # GPU 1 holds expert 0 twice as well
+    evaluation = eb.check(weight, colocated, topology)
+    assert evaluation.breach("global") is None and evaluation.breach("hierarchical") is None
+    assert evaluation.breach("global+distinct") == (
+        "breaks the global+distinct policy: 1 replica(s) share a GPU with another of the "
+        "same expert, in 1 of 1 layer(s)")
+    assert "share a GPU" in eb.check(weight, apart, topology).breach("hierarchical+distinct")
+    fine = np.array([[0, 1, 2, 0, 3, 2]])
+    assert eb.check(weight, fine, topology).breach("hierarchical+distinct") is None
+
+    instance = eb.Instance("x/one", weight, topology, policy="global+distinct")
+    [row] = score("colocating", instance, Measurement(output=colocated, seconds=[0.001]))
+    assert (row["valid"], row["reason"]) == (False, "policy")
+    assert "share a GPU" in row["detail"]
+
+
+def _random_layers(count, seed):
+    """Tiny layers (at most 8 slots) with shapes where either distinct policy is defined."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    while len(layers) < count:
+        experts, gpus, slots = (int(rng.integers(2, 5)), int(rng.integers(1, 4)),
+                                int(rng.integers(1, 4)))
+        nodes = 2 if experts % 2 == 0 and gpus % 2 == 0 else 1
+        topology = (gpus * slots, 2 if nodes == 2 else 1, nodes, gpus)
+        if experts <= gpus * slots <= 8 and gpus * slots <= experts * gpus:
+            layers.append((rng.integers(0, 20, experts).tolist(), topology))
+    return layers
+
+
+@pytest.mark.parametrize("policy", DISTINCT)
+def test_the_two_brute_force_oracles_agree_under_distinct(policy):
+    for weight, topology in _random_layers(25, seed=len(policy)):
+        fast = optimum(weight, *topology, policy)
+        assert fast == optimum_by_packings(weight, *topology, policy), (weight, topology)
+        plain = optimum(weight, *topology, policy.split("+")[0])
+        assert fast is None or plain <= fast
+
+
+@pytest.mark.parametrize("solver", sorted(list_solvers()))
+@pytest.mark.parametrize("policy", DISTINCT)
+def test_every_solver_agrees_with_brute_force_under_distinct(solver, policy):
+    certified = 0
+    for instance in TINY:
+        results = eb.solve(instance.weight, instance.topology, policy, solver=solver,
+                           time_limit=5)
+        for layer, result in enumerate(results):
+            best = optimum(instance.weight[layer].tolist(), *instance.topology.as_tuple(),
+                           policy)
+            assert result.lb <= best <= result.ub, (instance.id, layer)
+            evaluation = eb.check(instance.weight[layer:layer + 1], result.phy2log[None],
+                                  instance.topology)
+            assert evaluation.breach(policy) is None and evaluation.max_load[0] == result.ub
+            if result.status == "OPTIMAL":
+                assert result.ub == best
+                certified += 1
+    assert certified >= 2 * len(TINY), "tiny layers are certified within the time limit"
+
+
+def test_uniqueness_has_a_price_somewhere_on_tiny():
+    """Some tiny layer's distinct optimum is above its plain one (else the tests above
+    could not tell a solver that ignores the constraint)."""
+    higher = 0
+    for instance in TINY:
+        for row in instance.weight.tolist():
+            shape = instance.topology.as_tuple()
+            higher += optimum(row, *shape, "global+distinct") > optimum(row, *shape, "global")
+    assert higher >= 3
+
+
+def test_packing_with_labels_skips_a_pack_that_holds_the_label():
+    """Two replicas of 5 and two of 4: the reference packs both 5s first, one per pack,
+    then both 4s; with labels, equal ids never share a pack while another has room."""
+    weight = np.array([[5.0, 5.0, 1.0, 1.0], [3.0, 3.0, 3.0, 3.0]], dtype=np.float32)
+    labels = np.array([[0, 0, 1, 2], [0, 0, 1, 1]])
+    pack, _ = greedy_packing(weight, 2, torch_descending, labels=labels)
+    for row, ids in zip(pack.numpy(), labels):
+        for chosen in range(2):
+            held = ids[row == chosen]
+            assert len(set(held.tolist())) == len(held)
+
+
+def test_deepseek_distinct_keeps_experts_apart_on_the_bundled_sets():
+    placed = 0
+    for name in ["tiny", "small", "medium-cut"]:
+        for instance in eb.load_instances(name):
+            topology = instance.topology
+            if topology.distinct_problem(instance.num_experts, True):
+                continue
+            phy2log = deepseek_distinct(torch.from_numpy(instance.weight),
+                                        *topology.as_tuple())[0]
+            evaluation = eb.check(instance.weight, phy2log, topology)
+            colocated = evaluation.colocated_per_layer
+            assert colocated.sum() <= 3, instance.id  # the greedy's rare dead ends
+            placed += 1
+    assert placed >= 40
+
+
+def test_the_solvers_start_keeps_experts_apart_where_the_greedy_gets_stuck():
+    """small/zipf-002 (2 GPUs of 6 slots): DeepSeek's distinct packing co-locates a
+    replica on three layers; the solver's start deals the same replicas again."""
+    instance = {i.id: i for i in eb.load_instances("small")}["small/zipf-002"]
+    topology = instance.topology
+    greedy = deepseek_distinct(torch.from_numpy(instance.weight), *topology.as_tuple())[0]
+    assert eb.check(instance.weight, greedy, topology).colocated_replicas > 0
+    for row, plan in zip(instance.weight, greedy.numpy()):
+        start = deepseek_placement(row, topology, Policy.HIERARCHICAL_DISTINCT)
+        evaluation = eb.check(row[None], start[None], topology)
+        assert evaluation.breach("hierarchical+distinct") is None
+        assert sorted(start.tolist()) == sorted(plan.tolist())
+
+
+def test_dealing_within_nodes_keeps_each_nodes_replicas():
+    plan = np.array([0, 0, 1, 1, 2, 3, 3, 2])  # two nodes of two GPUs of two slots
+    dealt = deal_within_nodes(plan, 2, 4)
+    assert sorted(dealt[:4].tolist()) == [0, 0, 1, 1] and sorted(dealt[4:].tolist()) == [2, 2, 3, 3]
+    gpus = dealt.reshape(4, 2)
+    assert all(a != b for a, b in gpus)
+
+
+def _entry(layer, policy, ub, lb=None):
+    lb = ub if lb is None else lb
+    return ReferenceEntry("s/a", "h", layer, policy, Fraction(ub), Fraction(lb), "x", "x")
+
+
+def test_the_price_of_uniqueness_sums_optima_and_counts_proven_raises(tmp_path):
+    entries = [_entry(0, "global", 10), _entry(0, "global+distinct", 11),  # raised
+               _entry(1, "global", 20), _entry(1, "global+distinct", 20),
+               _entry(0, "hierarchical", 12, 10), _entry(0, "hierarchical+distinct", 13, 12),
+               _entry(1, "hierarchical", 30)]  # no distinct twin: left out
+    price = uniqueness_price(entries).set_index("policy")
+    assert price.loc["global"].tolist() == [2, 2, 31 / 30, 31 / 30, 1]
+    # [12 / 12, 13 / 10]; lb 12 is not above ub 12: not raised
+    assert price.loc["hierarchical"].tolist() == [1, 0, 1.0, 1.3, 0]
+    assert uniqueness_price(entries[:2][:1]).empty
+
+    [_, _, table] = uniqueness_blocks({"s": entries})
+    assert table.rows == [["s", "global", "2", "2", "1.0333", "1"],
+                          ["s", "hierarchical", "1", "0", "1.0000 - 1.3000", "0"]]
+    assert uniqueness_blocks({"s": entries[:1]}) == []
