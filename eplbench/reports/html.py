@@ -13,7 +13,7 @@ import pandas as pd
 from eplbench.atomic import replaced_atomically, write_text_atomic
 from eplbench.reports import plots
 from eplbench.reports.document import Bullets, Figure, Heading, Paragraph, to_html, to_markdown
-from eplbench.reports.markdown import set_table
+from eplbench.reports.markdown import set_table, uniqueness_blocks
 from eplbench.reports.provenance import ResultsFile, file_lines, set_lines
 from eplbench.reports.tables import heuristic_summary
 
@@ -81,7 +81,7 @@ def write_report(table: pd.DataFrame, references: dict[str, list], out: str | os
         _, files = read_merged([files])
     out.mkdir(parents=True, exist_ok=True)
     drawn = _figures(table, references, out, frontier)
-    blocks = _blocks(table, files, drawn)
+    blocks = _blocks(table, files, drawn, references)
     write_text_atomic(out / "report.md", to_markdown(blocks))
     return write_text_atomic(out / "report.html", to_html(blocks, out, "eplbench report"))
 
@@ -90,7 +90,8 @@ def _is_replay(rows: pd.DataFrame) -> bool:
     return "planned_on" in rows and bool(rows.planned_on.notna().any())
 
 
-def _blocks(table: pd.DataFrame, files: list[ResultsFile], drawn: list) -> list:
+def _blocks(table: pd.DataFrame, files: list[ResultsFile], drawn: list,
+            references: dict[str, list]) -> list:
     baseline = plots.baseline_name(table)
     sets = list(table.groupby("instance_set", sort=False))
     runs = [(name, rows) for name, rows in sets if not _is_replay(rows)]
@@ -116,6 +117,7 @@ def _blocks(table: pd.DataFrame, files: list[ResultsFile], drawn: list) -> list:
             blocks += set_table(heuristic_summary(rows.reset_index(drop=True)), baseline,
                                 replay=True)
     blocks += [Figure(stem, title, text) for stem, title, text in drawn]
+    blocks += uniqueness_blocks(references)
     blocks += [Heading(2, "Provenance", "provenance"),
                Paragraph("Results files, later ones replacing the rows of earlier ones with "
                          "the same heuristic, instance and layer (the date is the run's, or "

@@ -8,7 +8,8 @@ import math
 
 import pandas as pd
 
-from eplbench.reports.document import Paragraph, Table
+from eplbench.reports.document import Heading, Paragraph, Table
+from eplbench.reports.tables import uniqueness_price
 
 DAGGER = "†"
 UNCERTIFIED_NOTE = (f"{DAGGER} the reference is not certified optimal on every instance of "
@@ -147,3 +148,28 @@ def _fixed(value, pattern: str) -> str:
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+UNIQUENESS = ("The optimum with distinct experts per GPU (`+distinct`) over the optimum "
+              "without, summed over the layers with reference values both ways, per set and "
+              "policy: one value where every such layer is certified both ways, else the "
+              "interval [sum of distinct lb / sum of ub, sum of distinct ub / sum of lb]. "
+              "Raised: layers where uniqueness is proven to cost (distinct lb above ub).")
+
+
+def uniqueness_blocks(references: dict[str, list]) -> list:
+    """The report's "Price of uniqueness" section (`tables.uniqueness_price` per set), or
+    no block when no set has distinct reference values. references: set -> entries."""
+    rows = []
+    for name, entries in references.items():
+        for price in uniqueness_price(entries).itertuples():
+            value = (f"{price.price_lo:.4f}" if price.price_lo == price.price_hi
+                     else f"{price.price_lo:.4f} - {price.price_hi:.4f}")
+            rows.append([name, price.policy, str(price.layers),
+                         f"{price.certified}", value, str(price.raised)])
+    if not rows:
+        return []
+    header = ["set", "policy", "layers", "certified both ways", "distinct optimum / optimum",
+              "raised"]
+    return [Heading(2, "Price of uniqueness", "uniqueness"), Paragraph(UNIQUENESS),
+            Table(header, rows)]

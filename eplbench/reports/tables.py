@@ -89,3 +89,40 @@ def _gap_summary(gaps, name) -> dict:
             "gap_lo_mean": valid.gap_lo.mean(), "with_reference": len(mine),
             "breach_gap_mean": broken.gap_hi.mean(),
             "certified": mine.certified.mean() if len(mine) else np.nan}
+
+
+PRICE_COLUMNS = ["policy", "layers", "certified", "price_lo", "price_hi", "raised"]
+
+
+def uniqueness_price(entries) -> pd.DataFrame:
+    """The price of uniqueness per policy of a set's reference entries: for `global` and
+    `hierarchical`, over the layers with an entry under the policy and its `+distinct`
+    twin, the distinct optimum's sum over the optimum's, as the interval
+    [sum distinct lb / sum ub, sum distinct ub / sum lb] (one value where every layer is
+    certified both ways: `certified` counts those); `raised`: layers where the distinct lb
+    is above the plain ub (uniqueness proven to cost). Columns PRICE_COLUMNS; no row for a
+    policy without distinct entries."""
+    by_key = {entry.key: entry for entry in entries}
+    rows = []
+    for policy in ("global", "hierarchical"):
+        pairs = [(entry, by_key[(hash_, layer, policy)])
+                 for (hash_, layer, name), entry in by_key.items()
+                 if name == f"{policy}+distinct" and (hash_, layer, policy) in by_key]
+        if not pairs:
+            continue
+        low = _sum_ratio([d.lb for d, _ in pairs], [p.ub for _, p in pairs])
+        high = _sum_ratio([d.ub for d, _ in pairs], [p.lb for _, p in pairs])
+        rows.append({"policy": policy, "layers": len(pairs),
+                     "certified": sum(d.ub == d.lb and p.ub == p.lb for d, p in pairs),
+                     "price_lo": low, "price_hi": high,
+                     "raised": sum(d.lb > p.ub for d, p in pairs)})
+    return pd.DataFrame(rows, columns=PRICE_COLUMNS)
+
+
+def _sum_ratio(values, over) -> float:
+    """sum(values) / sum(over): 1.0 where both are 0 (all-zero layers), inf where only the
+    second is."""
+    top, bottom = sum(values), sum(over)
+    if bottom == 0:
+        return 1.0 if top == 0 else float("inf")
+    return float(top / bottom)
