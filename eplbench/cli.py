@@ -55,9 +55,10 @@ BUNDLED_RUN = "tiny,small,medium-cut,deepseek-v3-cut"
 
 POLICY_OPTION = click.option(
     "--policy", type=click.Choice([policy.value for policy in Policy]), default=None,
-    help="The policy placements must respect, and whose optimum gaps are taken against. "
-         "Default: each instance's declared policy (hierarchical where the topology "
-         "defines it, as the engines do; else global).")
+    help="The policy placements must respect, and whose optimum gaps are taken against "
+         "(+distinct: no GPU holds two replicas of one expert; instances whose topology "
+         "cannot have it are left out). Default: each instance's declared policy "
+         "(hierarchical where the topology defines it, as the engines do; else global).")
 
 
 @main.command()
@@ -858,7 +859,8 @@ def _invalid_outputs(loaded: dict, weight, topology, policy: str) -> dict[str, s
               help="Seconds per layer and policy, counted as work done: the same answer "
                    "on an idle or a busy machine (docs/solvers.md).")
 @click.option("--policy", "policies", default="global,hierarchical", show_default=True,
-              help="Policies to solve (hierarchical only where the topology defines it).")
+              help="Comma-separated policies to solve: global, hierarchical, global+distinct, "
+                   "hierarchical+distinct (each only where the topology defines it).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Solver threads (1 keeps runs reproducible).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),

@@ -43,6 +43,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "vllm": ("eplbench.heuristics.vllm:rebalance_experts", "vLLM default policy (DefaultEplbPolicy), faithful port"),
     "swap_search": ("eplbench.heuristics.swap_search:rebalance_experts",
                     "ours: D'Hondt + greedy packing + best-improvement swaps, heaviest pack vs all"),
+    "swap_search_distinct": ("eplbench.heuristics.swap_search:rebalance_experts_distinct",
+                             "ours: swap_search keeping experts unique per GPU (counts at most "
+                             "G, copies separated, swaps that keep GPUs distinct)"),
     "zigzag": ("eplbench.heuristics.peers:zigzag",
                "SGLang deepseek_vec: D'Hondt, replicas dealt to GPUs in a serpentine"),
     "budgeted": ("eplbench.heuristics.budgeted:rebalance_experts",

@@ -30,18 +30,26 @@ node), 5 had a layer worse than DeepSeek's.
 Rows whose swaps stop improving leave the arrays, so later steps cost little. Loads are
 float64 (token counts of float32 weights are exact there); `TOLERANCE` keeps rounding noise
 from counting as an improvement.
+
+`swap_search_distinct` (`rebalance_experts_distinct`) keeps every GPU's experts distinct
+wherever a node's slots allow it (at most one replica of each expert per GPU): counts at
+most G (count vectors above it are not tried, a count move never raises one past it), a
+replica that packing by rounds puts beside its own copy is swapped with the nearest-load
+replica of another GPU that takes neither twice (`separate_copies`), and steps 3-4 try
+only swaps that keep both GPUs distinct.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import numpy as np
 import torch
 
 from eplbench.heuristics.deepseek import rebalance_placed
-from eplbench.heuristics.deepseek_fast import replicate_experts_vectorised
+from eplbench.heuristics.deepseek_fast import dhondt, replicate_experts_vectorised
 from eplbench.heuristics.replication_fixups import replica_experts
 
 MAX_SWAP_STEPS = 24
@@ -62,6 +70,13 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
                             num_nodes, num_gpus)
 
 
+def rebalance_experts_distinct(weight, num_replicas: int, num_groups: int, num_nodes: int,
+                               num_gpus: int):
+    """Engine signature; swap search keeping experts distinct per GPU (module docstring)."""
+    return rebalance_placed(group_packing, partial(place, distinct=True), weight,
+                            num_replicas, num_groups, num_nodes, num_gpus)
+
+
 def group_packing(weight: torch.Tensor, num_packs: int):
     """DeepSeek's packing contract (weight [X, n] -> pack_index, rank_in_pack, [X, n]) by
     steps 2-3, for groups onto nodes."""
@@ -76,22 +91,27 @@ def group_packing(weight: torch.Tensor, num_packs: int):
     return torch.from_numpy(pack_index), torch.from_numpy(rank_in_pack)
 
 
-def place(node_weight: torch.Tensor, num_phy: int, num_packs: int):
+def place(node_weight: torch.Tensor, num_phy: int, num_packs: int, distinct: bool = False):
     """A `deepseek.Placement`: node rows [X, n] float32 onto `num_packs` GPUs of
-    num_phy / num_packs slots each; the replicas come back in slot order."""
+    num_phy / num_packs slots each; the replicas come back in slot order. distinct: keep
+    every GPU's experts distinct where the node's slots allow it."""
     values = node_weight.double().numpy()
     num_rows, num_log = values.shape
     slots = num_phy // num_packs
+    cap = num_packs if distinct and num_phy <= num_log * num_packs else None
     every = every_count_vector(num_log, num_phy, EXHAUSTIVE_WORK // (num_rows * num_phy))
+    if every is not None and cap is not None:
+        every = every[every.max(axis=1) <= cap]
     if slots < 2 or num_packs < 2:  # nothing to search: D'Hondt is optimal, or one GPU
-        counts = replicate_experts_vectorised(node_weight, num_phy)[2].numpy()
-        replica, _ = packed_by_rounds(values, counts, num_packs)
+        counts = dhondt(values.astype(np.float32), num_phy, max_count=cap)[2]
+        replica, _ = packed(values, counts, num_packs, cap, swaps=False)
     elif every is not None:
         counts, replica, _ = best_count_vectors(values, np.tile(every, (num_rows, 1, 1)),
-                                                num_packs)
+                                                num_packs, cap)
     else:
-        counts = replicate_experts_vectorised(node_weight, num_phy)[2].numpy()
-        counts, replica = search_counts(values, counts, *packed(values, counts, num_packs))
+        counts = dhondt(values.astype(np.float32), num_phy, max_count=cap)[2]
+        counts, replica = search_counts(values, counts,
+                                        *packed(values, counts, num_packs, cap), cap)
     return placement_maps(replica, counts)
 
 
@@ -138,12 +158,14 @@ def by_load(load: np.ndarray, descending: bool) -> np.ndarray:
 
 
 def search_swaps(replica: np.ndarray, load: np.ndarray, total: np.ndarray, rows: np.ndarray,
-                 max_steps: int = MAX_SWAP_STEPS) -> None:
+                 max_steps: int = MAX_SWAP_STEPS, owner: np.ndarray | None = None) -> None:
     """Step 3 on `rows`, in place on replica, load [R, G, S] and total [R, G].
 
     The pair's larger load after a swap is (load_h + load_g) / 2 + |x - (load_h - load_g) / 2|,
     so the candidates are ranked by that in float32 (the bulk of the work, [rows, partners,
-    S, S]); the chosen swap is applied only if float64 says it lowers load_h.
+    S, S]); the chosen swap is applied only if float64 says it lowers load_h. owner: [R, P]
+    the expert of each replica index (`replica_experts`): only swaps that leave neither GPU
+    holding an expert twice are tried (None: every swap).
     """
     partners = min(PARTNERS, total.shape[1] - 1)
     slots = load.shape[2]
@@ -162,6 +184,8 @@ def search_swaps(replica: np.ndarray, load: np.ndarray, total: np.ndarray, rows:
         miss = np.abs(aim.astype(np.float32)[..., None]
                       - light_items.astype(np.float32)[:, :, None, :])  # [A, partners, S, S]
         miss += (light_load.astype(np.float32) / 2)[..., None, None]
+        if owner is not None:
+            miss[_doubling_swaps(owner, replica, rows, heavy, light)] = np.inf
         best = miss.reshape(len(rows), -1).argmin(axis=1)
         partner_rank, heavy_place, light_place = np.unravel_index(best,
                                                                   (partners, slots, slots))
@@ -169,12 +193,68 @@ def search_swaps(replica: np.ndarray, load: np.ndarray, total: np.ndarray, rows:
         light_item = light_items[index, partner_rank, light_place]
         shift = heavy_item - light_item
         after = np.maximum(heavy_load - shift, light_load[index, partner_rank] + shift)
-        better = after < heavy_load - TOLERANCE
+        better = (after < heavy_load - TOLERANCE) & np.isfinite(miss.reshape(len(rows), -1)
+                                                                [index, best])
         rows, index = rows[better], index[better]
         heavy_slot = (heavy[better], heavy_place[better], heavy_item[better])
         light_slot = (light[index, partner_rank[better]], light_place[better],
                       light_item[better])
         swap_slots(replica, load, total, rows, heavy_slot, light_slot)
+
+
+def _doubling_swaps(owner, replica, rows, heavy, light) -> np.ndarray:
+    """[A, partners, S, S] bool: swapping place i of the heavy GPU with place j of a light
+    one would give either GPU an expert it already holds (or moves a copy of one expert
+    for another)."""
+    heavy_experts = np.take_along_axis(owner[rows], replica[rows, heavy], axis=1)  # [A, S]
+    light_experts = np.take_along_axis(owner[rows][:, None, :],
+                                       replica[rows[:, None], light], axis=2)  # [A, p, S]
+    heavy_on_light = (heavy_experts[:, None, :, None] == light_experts[:, :, None, :]).any(-1)
+    light_on_heavy = (light_experts[..., None] == heavy_experts[:, None, None, :]).any(-1)
+    return heavy_on_light[..., :, None] | light_on_heavy[..., None, :]
+
+
+def separate_copies(replica: np.ndarray, load: np.ndarray, owner: np.ndarray) -> None:
+    """In place on replica, load [R, G, S]: while a GPU holds an expert twice, swap the
+    second copy with the replica of nearest load on another GPU such that neither GPU then
+    holds an expert twice (each swap removes a double and makes none; where none is
+    possible the double is left). owner: [R, P] the expert of each replica index."""
+    num_rows, num_packs, slots = replica.shape
+    on_gpu = np.sort(np.take_along_axis(owner, replica.reshape(num_rows, -1), axis=1)
+                     .reshape(replica.shape), axis=2)
+    for row in np.flatnonzero((on_gpu[..., 1:] == on_gpu[..., :-1]).any(axis=(1, 2))):
+        experts = owner[row][replica[row]]  # [G, S]
+        for gpu in range(num_packs):
+            place = _second_copy(experts[gpu])
+            while place is not None:
+                other = _separating_swap(experts, load[row], gpu, place)
+                if other is None:
+                    break
+                for array in (replica[row], load[row], experts):
+                    array[gpu, place], array[other] = array[other], array[gpu, place]
+                place = _second_copy(experts[gpu])
+
+
+def _second_copy(experts: np.ndarray):
+    """The first place holding an expert an earlier place of the same GPU holds, or None."""
+    seen = set()
+    for place, expert in enumerate(experts.tolist()):
+        if expert in seen:
+            return place
+        seen.add(expert)
+    return None
+
+
+def _separating_swap(experts: np.ndarray, load: np.ndarray, gpu: int, place: int):
+    """(gpu, place) of the replica nearest in load to load[gpu, place] on another GPU that
+    lacks experts[gpu, place] and whose own expert `gpu` lacks, or None."""
+    takes = ~(experts == experts[gpu, place]).any(axis=1)
+    takes[gpu] = False
+    allowed = takes[:, None] & ~np.isin(experts, experts[gpu])
+    if not allowed.any():
+        return None
+    miss = np.where(allowed, np.abs(load - load[gpu, place]), np.inf)
+    return np.unravel_index(np.argmin(miss), miss.shape)
 
 
 def swap_slots(replica, load, total, rows, first, second) -> None:
@@ -188,9 +268,10 @@ def swap_slots(replica, load, total, rows, first, second) -> None:
     total[rows, second[0]] += first[2] - second[2]
 
 
-def search_counts(values, counts, replica, load):
+def search_counts(values, counts, replica, load, cap: int | None = None):
     """Step 4: (counts [R, n], replica [R, G, S]) after the count-move rounds, from `counts`
-    packed as `replica`, `load` [R, G, S]."""
+    packed as `replica`, `load` [R, G, S]; cap: the most replicas of one expert, kept
+    distinct per GPU (None: any)."""
     num_rows, num_packs, slots = replica.shape
     affordable = WORK_PER_ROUND // (num_rows * num_packs * slots)
     receivers = min(slots, affordable // DONORS) if affordable >= DONORS else affordable
@@ -200,8 +281,9 @@ def search_counts(values, counts, replica, load):
     for _ in range(COUNT_ROUNDS if donors * receivers >= 2 else 0):
         heavy_experts = np.take_along_axis(replica_experts(counts),
                                            replica[rows, load.sum(axis=2).argmax(axis=1)], axis=1)
-        candidates = moved_counts(values, counts, heavy_experts, donors, receivers)
-        best_counts, best_replica, best_load = best_count_vectors(values, candidates, num_packs)
+        candidates = moved_counts(values, counts, heavy_experts, donors, receivers, cap)
+        best_counts, best_replica, best_load = best_count_vectors(values, candidates, num_packs,
+                                                                  cap)
         best_peak = best_load.sum(axis=2).max(axis=1)
         better = best_peak < peak - TOLERANCE
         if not better.any():
@@ -213,10 +295,11 @@ def search_counts(values, counts, replica, load):
 
 
 def moved_counts(values: np.ndarray, counts: np.ndarray, heavy_experts: np.ndarray,
-                 num_donors: int, num_receivers: int) -> np.ndarray:
+                 num_donors: int, num_receivers: int, cap: int | None = None) -> np.ndarray:
     """[X, donors x receivers, n] count vectors, each with one slot moved from a donor to a
     receiver (heavy_experts [X, S]: the experts on the heaviest GPU); a move that is not
-    possible (donor = receiver) repeats the current counts."""
+    possible (donor = receiver, or a receiver already at `cap` replicas) repeats the
+    current counts."""
     rows = np.arange(len(values))
     raised = np.where(counts >= 2, values / np.maximum(counts - 1, 1), np.inf)
     donors = np.argsort(raised, axis=1, kind="stable")[:, :num_donors]
@@ -228,6 +311,8 @@ def moved_counts(values: np.ndarray, counts: np.ndarray, heavy_experts: np.ndarr
         for receiver in receivers.T:
             moved = counts.copy()
             possible = (donor != receiver) & (counts[rows, donor] >= 2)
+            if cap is not None:
+                possible &= counts[rows, receiver] < cap
             moved[rows[possible], donor[possible]] -= 1
             moved[rows[possible], receiver[possible]] += 1
             candidates.append(moved)
@@ -246,22 +331,30 @@ def every_count_vector(num_log: int, num_phy: int, most: int) -> np.ndarray | No
     return vectors
 
 
-def best_count_vectors(values: np.ndarray, candidates: np.ndarray, num_packs: int):
+def best_count_vectors(values: np.ndarray, candidates: np.ndarray, num_packs: int,
+                       cap: int | None = None):
     """(counts [R, n], replica and load [R, G, S]): each row's best of its candidate count
-    vectors (`candidates` [R, V, n]), each packed by steps 2-3; the first of equal maxima
-    wins."""
+    vectors (`candidates` [R, V, n]), each packed by steps 2-3 (`packed`, cap as there);
+    the first of equal maxima wins."""
     num_rows, num_vectors, num_log = candidates.shape
     counts = candidates.reshape(-1, num_log)
-    replica, load = packed(np.repeat(values, num_vectors, axis=0), counts, num_packs)
+    replica, load = packed(np.repeat(values, num_vectors, axis=0), counts, num_packs, cap)
     peak = load.sum(axis=2).max(axis=1).reshape(num_rows, num_vectors)
     chosen = np.arange(num_rows) * num_vectors + peak.argmin(axis=1)
     return counts[chosen], replica[chosen], load[chosen]
 
 
-def packed(values: np.ndarray, counts: np.ndarray, num_packs: int):
-    """(replica, load) [R, G, S]: steps 2 and 3 for the replicas of counts [R, n]."""
+def packed(values: np.ndarray, counts: np.ndarray, num_packs: int, cap: int | None = None,
+           swaps: bool = True):
+    """(replica, load) [R, G, S]: steps 2 and 3 (without swaps: 2 only) for the replicas
+    of counts [R, n]; cap (not None: every count at most it, experts kept distinct per
+    GPU) separates the copies packing by rounds puts together, and swaps keep them apart."""
     replica, load = packed_by_rounds(values, counts, num_packs)
-    search_swaps(replica, load, load.sum(axis=2), np.arange(len(values)))
+    owner = None if cap is None else replica_experts(counts)
+    if owner is not None:
+        separate_copies(replica, load, owner)
+    if swaps:
+        search_swaps(replica, load, load.sum(axis=2), np.arange(len(values)), owner=owner)
     return replica, load
 
 

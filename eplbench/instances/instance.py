@@ -21,7 +21,8 @@ class Instance:
         topology: where the replicas go.
         family: generator or importer name; params and seed say how it was made.
         policy: the policy its deployment requires, against whose optimum gaps are taken
-            and whose placements alone are valid ("global" or "hierarchical"); by default
+            and whose placements alone are valid ("global", "hierarchical", or either
+            with "+distinct"); by default
             hierarchical where the topology defines it, else global (as the engines do).
     """
 

@@ -150,11 +150,12 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-UNIQUENESS = ("The optimum with distinct experts per GPU (`+distinct`) over the optimum "
-              "without, summed over the layers with reference values both ways, per set and "
-              "policy: one value where every such layer is certified both ways, else the "
-              "interval [sum of distinct lb / sum of ub, sum of distinct ub / sum of lb]. "
-              "Raised: layers where uniqueness is proven to cost (distinct lb above ub).")
+UNIQUENESS = ("What keeping experts distinct per GPU (`+distinct`) costs in max load: the "
+              "optimum with it over the optimum without, minus 1, summed over the layers "
+              "with reference values both ways, per set and policy; one value where every "
+              "such layer is certified both ways, else the interval [sum of distinct lb / "
+              "sum of ub, sum of distinct ub / sum of lb] - 1. Raised: layers where "
+              "uniqueness is proven to cost (distinct lb above ub).")
 
 
 def uniqueness_blocks(references: dict[str, list]) -> list:
@@ -163,13 +164,14 @@ def uniqueness_blocks(references: dict[str, list]) -> list:
     rows = []
     for name, entries in references.items():
         for price in uniqueness_price(entries).itertuples():
-            value = (f"{price.price_lo:.4f}" if price.price_lo == price.price_hi
-                     else f"{price.price_lo:.4f} - {price.price_hi:.4f}")
+            low, high = (f"{100 * (ratio - 1):+.4f}%"
+                         for ratio in (price.price_lo, price.price_hi))
+            value = low if price.price_lo == price.price_hi else f"{low} to {high}"
             rows.append([name, price.policy, str(price.layers),
                          f"{price.certified}", value, str(price.raised)])
     if not rows:
         return []
-    header = ["set", "policy", "layers", "certified both ways", "distinct optimum / optimum",
+    header = ["set", "policy", "layers", "certified both ways", "price of uniqueness",
               "raised"]
     return [Heading(2, "Price of uniqueness", "uniqueness"), Paragraph(UNIQUENESS),
             Table(header, rows)]
