@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from eplbench.heuristics.deepseek import rebalance_placed
-from eplbench.heuristics.deepseek_fast import dhondt, replicate_experts_vectorised
+from eplbench.heuristics.deepseek_fast import dhondt
 from eplbench.heuristics.replication_fixups import replica_experts
 
 MAX_SWAP_STEPS = 24
