@@ -339,14 +339,16 @@ def test_what_a_candidate_starts_dies_with_its_call(instance, tmp_path, monkeypa
         results = box.measure([fixture(name)], instance.weight, instance.topology.as_tuple(),
                               warmup_weight(instance), 1)
         assert results[fixture(name)].failure is None
+        # warm-up and round 0, and more calls where a sample batched them: the number of
+        # calls per sample depends on the machine's speed, so only the floor is fixed
         pids = [int(line) for line in log.read_text().split()]
-        assert len(pids) == 2 and all(_gone(pid) for pid in pids)  # warm-up and round 0
+        assert len(pids) >= 2 and all(_gone(pid) for pid in pids)
         # and the heuristic's own process serves the next call
         again = box.measure([fixture(name)], instance.weight, instance.topology.as_tuple(),
                             warmup_weight(instance), 1)
         assert again[fixture(name)].failure is None
-    pids = [int(line) for line in log.read_text().split()]
-    assert len(pids) == 4 and all(_gone(pid) for pid in pids)
+    later = [int(line) for line in log.read_text().split()]
+    assert len(later) >= len(pids) + 2 and all(_gone(pid) for pid in later)
 
 
 def test_a_timeout_kills_what_the_call_started(instance, tmp_path, monkeypatch):
