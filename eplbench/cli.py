@@ -140,20 +140,19 @@ def _policies(rows) -> str:
 def _instances_and_reference(name, reference, policy=None):
     """(the set's instances with `policy` declared, if given, its reference entries); the
     instances whose topology does not define `policy` are left out, and said so."""
-    from eplbench.instances import load_instances, reference_path, with_policy
-    from eplbench.reference import check_for_set, policies_for, read_reference
+    from eplbench.instances import load_instances, reference_path, where_defined
+    from eplbench.reference import check_for_set, read_reference
 
     path = reference or reference_path(name)
     instances = load_instances(name)
     if policy is not None:
-        kept = [instance for instance in instances if policies_for(instance, [policy])]
-        left = [instance.id for instance in instances if instance not in kept]
-        if not kept:
-            raise BadInput(f"{name}: no instance's topology defines the {policy} policy")
+        try:
+            instances, left = where_defined(instances, policy)
+        except BadInput as error:
+            raise BadInput(f"{name}: {error}") from None
         if left:
             stderr.print(f"{name}: {len(left)} instance(s) left out, their topology does not "
                          f"define the {policy} policy: {', '.join(left)}")
-        instances = with_policy(kept, policy)
     return instances, check_for_set(read_reference(path), instances, path) if path else None
 
 

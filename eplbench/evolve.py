@@ -121,10 +121,13 @@ def _options(repeats: int = 1):
 
 
 def _sets(names: list[str], policy: str | None) -> list[tuple[str, list, None]]:
-    """(set name, its instances with `policy` declared, None: its own reference file)."""
-    from eplbench.instances import load_instances, with_policy
+    """(set name, its instances with `policy` declared (those whose topology cannot have
+    it left out), None: its own reference file)."""
+    from eplbench.instances import load_instances, where_defined
 
-    return [(name, with_policy(load_instances(name), policy), None) for name in names]
+    if policy is None:
+        return [(name, load_instances(name), None) for name in names]
+    return [(name, where_defined(load_instances(name), policy)[0], None) for name in names]
 
 
 def _fresh_set(policy: str | None) -> tuple[str, list, list]:
@@ -134,13 +137,13 @@ def _fresh_set(policy: str | None) -> tuple[str, list, list]:
 
     from eplbench.instances import Instance, with_policy
     from eplbench.instances.families import generate
-    from eplbench.instances.named import SETS
     from eplbench.reference import solve_entries
 
     rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+    recipes = fresh_recipes(policy)
     instances = []
     for index in range(FRESH_COUNT):
-        recipe = SETS["small"][int(rng.integers(len(SETS["small"])))]
+        recipe = recipes[int(rng.integers(len(recipes)))]
         seed = int(rng.integers(2**63))
         weight = generate(recipe.family, seed, recipe.num_layers, recipe.num_experts,
                           **recipe.params)
@@ -150,6 +153,15 @@ def _fresh_set(policy: str | None) -> tuple[str, list, list]:
     entries = [entry for instance in instances for entry in solve_entries(
         (instance, instance.policy), "enum", FRESH_SOLVE_SECONDS, 1, "fresh")]
     return "fresh", instances, entries
+
+
+def fresh_recipes(policy: str | None) -> list:
+    """The small set's recipes a fresh instance is drawn from: those whose topology
+    defines `policy` (all for None)."""
+    from eplbench.instances.named import SETS
+
+    return [recipe for recipe in SETS["small"]
+            if policy is None or recipe.topology.defines(recipe.num_experts, policy)]
 
 
 def _checked_program(program: str) -> None:

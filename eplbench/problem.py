@@ -106,6 +106,14 @@ class Topology:
             if problem:
                 raise BadInput(f"topology: {policy.value} policy needs {problem}")
 
+    def defines(self, num_experts: int, policy: Policy | str) -> bool:
+        """Whether some placement of `num_experts` experts respects `policy` here."""
+        try:
+            self.validate_for(num_experts, policy)
+        except BadInput:
+            return False
+        return True
+
     def distinct_problem(self, num_experts: int, hierarchical: bool) -> str | None:
         """Why no placement keeps every GPU's replicas of distinct experts, or None.
 

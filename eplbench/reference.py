@@ -62,15 +62,8 @@ def policies_for(instance, policies: list[str]) -> list[str]:
     """The policies of `policies` that `instance`'s topology defines (hierarchical only
     where its experts and groups divide; distinct only where its slots allow one replica
     of an expert per GPU)."""
-    return [policy for policy in policies if _defines(instance, policy)]
-
-
-def _defines(instance, policy: str) -> bool:
-    try:
-        instance.topology.validate_for(instance.num_experts, policy)
-    except BadInput:
-        return False
-    return True
+    return [policy for policy in policies
+            if instance.topology.defines(instance.num_experts, policy)]
 
 
 def solve_entries(unit: tuple, solver: str, time_limit: float, workers: int,

@@ -5,16 +5,20 @@ force, and DeepSeek's distinct variant."""
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eplbench as eb
 from brute_force import optimum, optimum_by_packings
+from eplbench.cli import main
 from eplbench.heuristics.deepseek_distinct import rebalance_experts as deepseek_distinct
 from eplbench.heuristics.deepseek_fast import greedy_packing, torch_descending
 from eplbench.heuristics.swap_search import rebalance_experts_distinct as swap_search_distinct
+from eplbench.instances import where_defined
 from eplbench.problem import Policy
 from eplbench.reference import ReferenceEntry
 from eplbench.reports.markdown import uniqueness_blocks
@@ -235,3 +239,38 @@ def test_swap_search_distinct_beats_deepseek_distinct_on_the_bundled_sets():
         theirs += sum(eb.check(instance.weight, deepseek_distinct(weight, *shape)[0],
                                instance.topology).max_load)
     assert ours < theirs
+
+
+def test_only_instances_whose_topology_defines_the_policy_are_declared_it():
+    small = eb.load_instances("small")
+    kept, left = where_defined(small, "hierarchical+distinct")
+    assert len(kept) + len(left) == len(small) and len(left) == 5
+    assert {i.policy for i in kept} == {"hierarchical+distinct"}
+    assert all(i.topology.distinct_problem(i.num_experts, True) for i in small if i.id in left)
+    one_gpu = eb.Instance("x/solo", np.ones((1, 3), dtype=np.int64), eb.Topology(6, 1, 1, 1))
+    with pytest.raises(eb.BadInput, match="no instance's topology defines"):
+        where_defined([one_gpu], "global+distinct")
+
+
+def test_run_under_a_distinct_policy_names_the_instances_it_leaves_out(tmp_path):
+    result = CliRunner().invoke(main, ["run", "-i", "small", "--policy",
+                                       "hierarchical+distinct", "-H", "swap_search_distinct",
+                                       "--repeats", "1", "--out", str(tmp_path / "r.csv")])
+    assert result.exit_code == 1, result.output  # the baseline, deepseek, co-locates
+    assert "5 instance(s) left out" in result.output and "small/uniform-015" in result.output
+    table = pd.read_csv(tmp_path / "r.csv")
+    ours = table[table.heuristic == "swap_search_distinct"]
+    assert set(table.policy) == {"hierarchical+distinct"} and ours.valid.all()
+    assert ours.instance.nunique() == 25 and ours.gap_hi.notna().all()
+    assert not table[table.heuristic == "deepseek"].valid.all()
+
+
+@pytest.mark.parametrize("policy", [None, "hierarchical", *DISTINCT])
+def test_evaluate_draws_fresh_instances_only_from_shapes_that_define_the_policy(policy):
+    from eplbench.evolve import fresh_recipes
+    from eplbench.instances.named import SETS
+
+    recipes = fresh_recipes(policy)
+    assert all(policy is None or r.topology.defines(r.num_experts, policy) for r in recipes)
+    # the small set's one-GPU-a-node shape cannot keep experts apart under the hierarchy
+    assert len(recipes) == len(SETS["small"]) - 5 * (policy == "hierarchical+distinct")

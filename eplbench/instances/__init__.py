@@ -13,7 +13,7 @@ from eplbench.instances.store import load_set, save_set
 BUNDLED = Path(__file__).parent / "data"
 
 __all__ = ["Instance", "load_instances", "list_instance_sets", "reference_path", "save_set",
-           "load_set", "with_policy"]
+           "load_set", "with_policy", "where_defined"]
 
 
 def list_instance_sets() -> dict[str, str]:
@@ -42,6 +42,16 @@ def load_instances(name_or_path: str) -> list[Instance]:
         return build_set(name_or_path)
     raise BadInput(f"{name_or_path}: not a set folder nor a known set "
                    f"({', '.join(list_instance_sets())})")
+
+
+def where_defined(instances: list[Instance], policy: str) -> tuple[list[Instance], list[str]]:
+    """(the instances whose topology defines `policy`, with it declared; the ids of the
+    others); BadInput when no instance defines it."""
+    kept = [i for i in instances if i.topology.defines(i.num_experts, policy)]
+    if not kept:
+        raise BadInput(f"no instance's topology defines the {policy} policy")
+    left = [instance.id for instance in instances if instance not in kept]
+    return with_policy(kept, policy), left
 
 
 def with_policy(instances: list[Instance], policy: str | None) -> list[Instance]:
