@@ -103,13 +103,13 @@ def place(node_weight: torch.Tensor, num_phy: int, num_packs: int, distinct: boo
     if every is not None and cap is not None:
         every = every[every.max(axis=1) <= cap]
     if slots < 2 or num_packs < 2:  # nothing to search: D'Hondt is optimal, or one GPU
-        counts = dhondt(values.astype(np.float32), num_phy, max_count=cap)[2]
+        counts = dhondt(node_weight.float().numpy(), num_phy, max_count=cap)[2]
         replica, _ = packed(values, counts, num_packs, cap, swaps=False)
     elif every is not None:
         counts, replica, _ = best_count_vectors(values, np.tile(every, (num_rows, 1, 1)),
                                                 num_packs, cap)
     else:
-        counts = dhondt(values.astype(np.float32), num_phy, max_count=cap)[2]
+        counts = dhondt(node_weight.float().numpy(), num_phy, max_count=cap)[2]
         counts, replica = search_counts(values, counts,
                                         *packed(values, counts, num_packs, cap), cap)
     return placement_maps(replica, counts)
@@ -206,9 +206,10 @@ def _doubling_swaps(owner, replica, rows, heavy, light) -> np.ndarray:
     """[A, partners, S, S] bool: swapping place i of the heavy GPU with place j of a light
     one would give either GPU an expert it already holds (or moves a copy of one expert
     for another)."""
-    heavy_experts = np.take_along_axis(owner[rows], replica[rows, heavy], axis=1)  # [A, S]
-    light_experts = np.take_along_axis(owner[rows][:, None, :],
-                                       replica[rows[:, None], light], axis=2)  # [A, p, S]
+    owners = owner[rows]
+    heavy_experts = np.take_along_axis(owners, replica[rows, heavy], axis=1)  # [A, S]
+    light_experts = np.take_along_axis(owners[:, None, :], replica[rows[:, None], light],
+                                       axis=2)  # [A, p, S]
     heavy_on_light = (heavy_experts[:, None, :, None] == light_experts[:, :, None, :]).any(-1)
     light_on_heavy = (light_experts[..., None] == heavy_experts[:, None, None, :]).any(-1)
     return heavy_on_light[..., :, None] | light_on_heavy[..., None, :]
@@ -220,10 +221,11 @@ def separate_copies(replica: np.ndarray, load: np.ndarray, owner: np.ndarray) ->
     holds an expert twice (each swap removes a double and makes none; where none is
     possible the double is left). owner: [R, P] the expert of each replica index."""
     num_rows, num_packs, slots = replica.shape
-    on_gpu = np.sort(np.take_along_axis(owner, replica.reshape(num_rows, -1), axis=1)
-                     .reshape(replica.shape), axis=2)
-    for row in np.flatnonzero((on_gpu[..., 1:] == on_gpu[..., :-1]).any(axis=(1, 2))):
-        experts = owner[row][replica[row]]  # [G, S]
+    on_gpu = np.take_along_axis(owner, replica.reshape(num_rows, -1), axis=1).reshape(
+        replica.shape)  # [R, G, S] experts
+    ordered = np.sort(on_gpu, axis=2)
+    for row in np.flatnonzero((ordered[..., 1:] == ordered[..., :-1]).any(axis=(1, 2))):
+        experts = on_gpu[row]  # [G, S], swapped below with replica and load
         for gpu in range(num_packs):
             place = _second_copy(experts[gpu])
             while place is not None:

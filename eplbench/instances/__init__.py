@@ -47,10 +47,14 @@ def load_instances(name_or_path: str) -> list[Instance]:
 def where_defined(instances: list[Instance], policy: str) -> tuple[list[Instance], list[str]]:
     """(the instances whose topology defines `policy`, with it declared; the ids of the
     others); BadInput when no instance defines it."""
-    kept = [i for i in instances if i.topology.defines(i.num_experts, policy)]
+    kept, left = [], []
+    for instance in instances:
+        if instance.topology.defines(instance.num_experts, policy):
+            kept.append(instance)
+        else:
+            left.append(instance.id)
     if not kept:
         raise BadInput(f"no instance's topology defines the {policy} policy")
-    left = [instance.id for instance in instances if instance not in kept]
     return with_policy(kept, policy), left
 
 

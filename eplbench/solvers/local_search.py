@@ -138,8 +138,8 @@ def _count_moves(weight: np.ndarray, phy2log: np.ndarray, topology: Topology,
         slot = int(np.flatnonzero(phy2log == donor)[0])
         allowed = _takers_for(phy2log, slot, topology, within_nodes)
         barred = _on_gpu_of(phy2log, slot, topology) if distinct else {donor}
-        chosen = [t for t in takers if t != donor and int(t) not in barred
-                  and (allowed is None or int(t) in allowed)]
+        chosen = [t for t in takers
+                  if int(t) not in barred and (allowed is None or int(t) in allowed)]
         for taker in chosen[:MOVE_CHOICES]:
             moved = phy2log.copy()
             moved[slot] = taker
@@ -159,7 +159,7 @@ def _random_count_move(phy2log: np.ndarray, topology: Topology, within_nodes: bo
     allowed = _takers_for(phy2log, slot, topology, within_nodes)
     pool = sorted(allowed) if allowed is not None else range(len(counts))
     barred = _on_gpu_of(phy2log, slot, topology) if distinct else {int(phy2log[slot])}
-    takers = [t for t in pool if t != phy2log[slot] and t not in barred]
+    takers = [t for t in pool if t not in barred]
     if not takers:
         return phy2log
     moved = phy2log.copy()
