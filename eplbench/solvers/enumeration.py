@@ -25,6 +25,7 @@ import numpy as np
 from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.completion import EnumerationTooLarge, solve_global
+from eplbench.solvers.equal_loads import at_the_mean
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.local_search import improve_placement
 from eplbench.solvers.work import Deadline
@@ -135,12 +136,26 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline
     try:
         result = solve_global(sub, node_topology, start, deadline, cutoff, distinct)
     except EnumerationTooLarge:
-        lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
-        stop = lower if enough is None else max(lower, enough)
-        placement = improve_placement(sub, start, node_topology, False,
-                                      deadline.share(NODE_SHARE), True, stop, seed=searches,
-                                      descended=cached is not None, distinct=distinct)
-        upper = layer_max_load(sub, placement, node_topology)
-        result = (placement, upper, min(lower, upper))
+        result = _search_large_node(sub, node_topology, start, enough, deadline, searches,
+                                    cached is not None, distinct)
     cache[key] = result, searches + 1
     return result
+
+
+def _search_large_node(sub, node_topology, start, enough, deadline, searches, descended,
+                       distinct):
+    """(local phy2log, ub, lb) of a node the completion search does not take on: a
+    placement at the node's mean where the node needs its bound (`at_the_mean`), else
+    local search from `start` down to `enough` (kicks seeded by `searches`)."""
+    lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
+    stop = lower if enough is None else max(lower, enough)
+    if stop == lower:
+        found = at_the_mean(sub, node_topology, layer_max_load(sub, start, node_topology),
+                            deadline, searches, distinct)
+        if found is not None:
+            return found
+    placement = improve_placement(sub, start, node_topology, False, deadline.share(NODE_SHARE),
+                                  True, stop, seed=searches, descended=descended,
+                                  distinct=distinct)
+    upper = layer_max_load(sub, placement, node_topology)
+    return placement, upper, min(lower, upper)

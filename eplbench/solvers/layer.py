@@ -11,6 +11,7 @@ from eplbench.solvers.bounds import count_free_bound, node_mean_bound
 from eplbench.solvers.completion import solve_global
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
                                           solve_hierarchical)
+from eplbench.solvers.equal_loads import at_the_mean
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.joint import solve_joint
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
@@ -57,8 +58,12 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
                 found = search(weight, topology, phy2log, deadline.share(ENUM_SHARE),
                                distinct=policy.distinct)
             except EnumerationTooLarge as reason:
-                params["fallback"] = f"joint model ({reason})"
-                solver_name = f"enum>{backend_class.name}"
+                if not policy.hierarchical:
+                    found = at_the_mean(weight, topology, upper, deadline, seed,
+                                        policy.distinct)
+                if found is None:
+                    params["fallback"] = f"joint model ({reason})"
+                    solver_name = f"enum>{backend_class.name}"
         if (found is None or found[2] < found[1]) and not deadline.passed():
             # not (yet) proven: the joint model searches on from the best placement so far
             start_phy2log, bound = (found[0], found[2]) if found else (phy2log, lower)
