@@ -41,7 +41,7 @@ SHARE = 0.3
 FILL_TRIES = 20
 # the largest target (in lcm units) whose subset-sum table is built: beyond it a count
 # vector's tables cost more than a whole search usually does
-MAX_TARGET = 1 << 22
+MAX_TARGET = 1 << 20
 # the most fraction states (multisets of G group fractions) kept; beyond, the count vector
 # is not ruled out and goes to the group filling
 MAX_FRACTION_STATES = 512
@@ -50,12 +50,12 @@ MAX_PATTERNS = 2_048
 # work charged (ticks of `work`, about 0.1 us each; measured on the development machine):
 # a count vector drawn and its fractions listed (10-20 us), a fraction state grown by
 # one replica (at most G per state and replica: 1 us each),
-# a subset-sum table entry (an operation on a Python int: 0.5 us plus 0.004 us a 64-bit
-# word)
+# a subset-sum table entry (an operation on a Python int: 0.5 us plus 0.004-0.006 us a
+# 64-bit word up to MAX_TARGET bits, more beyond as the tables leave the caches)
 VECTOR_TICKS = 200
 STATE_TICKS = 10
 ENTRY_TICKS = 5
-WORDS_PER_TICK = 25
+WORDS_PER_TICK = 16
 
 
 def at_the_mean(weight, topology: Topology, upper: Fraction, deadline: Deadline,
