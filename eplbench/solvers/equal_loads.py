@@ -45,6 +45,9 @@ MAX_TARGET = 1 << 20
 # the most fraction states (multisets of G group fractions) kept; beyond, the count vector
 # is not ruled out and goes to the group filling
 MAX_FRACTION_STATES = 512
+# draws in a row of count vectors already tried after which the search stops (on small
+# problems, every vector has been tried)
+MAX_REPEATS = 1_000
 # the most integer partitions of the spare slots drawn from
 MAX_PATTERNS = 2_048
 # work charged (ticks of `work`, about 0.1 us each; measured on the development machine):
@@ -88,10 +91,11 @@ def equal_loads_placement(weight, topology: Topology, deadline: Deadline, seed: 
     if spare < 0:
         return None
     patterns = _patterns(spare, len(weight))
-    draw, seen, splits = random.Random(seed), set(), {}
-    while deadline.afford(VECTOR_TICKS):
+    draw, seen, splits, repeats = random.Random(seed), set(), {}, 0
+    while repeats < MAX_REPEATS and deadline.afford(VECTOR_TICKS):
         counts = _draw_counts(least, patterns, draw)
-        if tuple(counts) in seen:
+        repeats = repeats + 1 if tuple(counts) in seen else 0
+        if repeats:
             continue
         seen.add(tuple(counts))
         groups = _groups_for(weight, counts, gpus, draw, deadline, distinct, splits)
