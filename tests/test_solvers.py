@@ -708,3 +708,16 @@ def test_the_node_mean_bound_is_zero_where_the_assignments_are_too_many():
     assert hierarchy_bound(weight, eb.Topology(32, 16, 8, 16)) == 0
     # groups {4, 0} and {1, 1}: the heavier node carries 4 over its 2 GPUs
     assert hierarchy_bound(np.array([4, 1, 1, 0]), eb.Topology(8, 4, 2, 4)) == 2
+
+
+@pytest.mark.parametrize("policy", ["global", "hierarchical"])
+def test_a_start_that_meets_the_bound_ends_the_solve(policy):
+    """32 equal experts on 8 GPUs of 5 slots (beyond the completion search): DeepSeek's
+    placement already sits at the mean, so the layer is certified with no search at all:
+    no joint model (no fallback, no deterministic time) and only the start's work."""
+    weight = np.full((1, 32), 10, dtype=np.int64)
+    result = solve(weight, eb.Topology(40, 4, 2, 8), policy, "enum", 5)[0]
+    assert result.status == "OPTIMAL" and result.ub == result.lb == 40
+    assert result.deterministic_time is None
+    assert set(result.params) == {"time_limit", "workers", "seed", "method", "work"}
+    assert result.params["work"] < 0.01
