@@ -122,3 +122,15 @@ def test_deepseek_v3_nodes_that_reach_their_mean_are_certified(policy):
     result = eb.solve(weight, instance.topology, policy, time_limit=2)[0]
     assert result.status == "OPTIMAL"
     assert result.ub == result.lb == hierarchy_bound(weight[0], instance.topology)
+
+
+def test_a_global_layer_beyond_the_completion_search_is_searched_at_its_mean():
+    """The same node's 64 experts (groups 0 and 7) as a global layer of 8 GPUs of 9 slots:
+    the completion search does not take it, and the search at the mean certifies it
+    before the joint model is called."""
+    weight = eb.load_instances("deepseek-v3-cut")[0].weight[0]
+    node = np.concatenate([weight[:32], weight[224:]])[None, :]
+    result = eb.solve(node, Topology(72, 1, 1, 8), "global", time_limit=2)[0]
+    assert result.status == "OPTIMAL"
+    assert result.ub == result.lb == Fraction(int(node.sum()), 8)
+    assert "fallback" not in result.params
