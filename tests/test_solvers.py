@@ -721,3 +721,14 @@ def test_a_start_that_meets_the_bound_ends_the_solve(policy):
     assert result.deterministic_time is None
     assert set(result.params) == {"time_limit", "workers", "seed", "method", "work"}
     assert result.params["work"] < 0.01
+
+
+def test_a_bound_is_named_by_the_argument_that_gave_it():
+    """The result names its lower bound's source: D'Hondt's largest replica where it is
+    above the mean, the mean on a tie (the first of equal candidates)."""
+    one_each = solve(np.array([[100, 1, 1, 1]]), eb.Topology(4, 1, 1, 4), "global", "enum", 1)[0]
+    assert one_each.status == "OPTIMAL" and one_each.lb == 100
+    assert one_each.bound_source == "replica"
+    tied = solve(np.array([[2, 2]]), eb.Topology(2, 1, 1, 2), "global", "enum", 1)[0]
+    assert tied.status == "OPTIMAL" and tied.lb == 2
+    assert tied.bound_source == "mean"
