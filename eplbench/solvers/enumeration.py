@@ -147,11 +147,13 @@ def _search_large_node(sub, node_topology, start, enough, deadline, searches, de
     """(local phy2log, ub, lb) of a node the completion search does not take on: a
     placement at the node's mean where the node needs its bound (`at_the_mean`), else
     local search from `start` down to `enough` (kicks seeded by `searches`)."""
-    lower = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)[0]
+    bound = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)
+    lower = bound[0]
     stop = lower if enough is None else max(lower, enough)
     if stop == lower:
-        found = at_the_mean(sub, node_topology, layer_max_load(sub, start, node_topology),
-                            deadline, searches, distinct)
+        found = at_the_mean(sub, node_topology, bound,
+                            layer_max_load(sub, start, node_topology), deadline, searches,
+                            distinct)
         if found is not None:
             return found
     placement = improve_placement(sub, start, node_topology, False, deadline.share(NODE_SHARE),

@@ -30,7 +30,6 @@ from fractions import Fraction
 import numpy as np
 
 from eplbench.problem import Topology
-from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.work import Deadline
 
 # share of the work left that one search gets: where a split exists it is mostly found in
@@ -61,13 +60,13 @@ ENTRY_TICKS = 5
 WORDS_PER_TICK = 16
 
 
-def at_the_mean(weight, topology: Topology, upper: Fraction, deadline: Deadline,
-                seed: int = 0, distinct: bool = False):
+def at_the_mean(weight, topology: Topology, bound: tuple[Fraction, str], upper: Fraction,
+                deadline: Deadline, seed: int = 0, distinct: bool = False):
     """(phy2log [P], mean, mean) when a placement with every GPU at the mean is found
     within `deadline`'s SHARE, else None; tried only where the mean is below `upper` (the
-    best load so far, tokens) and is the problem's count-free bound, so that such a
-    placement is optimal."""
-    lower, source = count_free_bound(weight, topology.num_replicas, topology.num_gpus)
+    best load so far, tokens) and is the problem's count-free bound (`bound`: that bound
+    and its name, from `bounds.count_free_bound`), so that such a placement is optimal."""
+    lower, source = bound
     if source != "mean" or lower >= upper:
         return None
     found = equal_loads_placement(weight, topology, deadline.share(SHARE), seed, distinct)

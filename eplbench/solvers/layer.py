@@ -59,8 +59,8 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
                                distinct=policy.distinct)
             except EnumerationTooLarge as reason:
                 if not policy.hierarchical:
-                    found = at_the_mean(weight, topology, upper, deadline, seed,
-                                        policy.distinct)
+                    found = at_the_mean(weight, topology, (lower, source), upper, deadline,
+                                        seed, policy.distinct)
                 if found is None:
                     params["fallback"] = f"joint model ({reason})"
                     solver_name = f"enum>{backend_class.name}"
