@@ -2,11 +2,11 @@
 monkeypatch or a process started by a candidate costs only its own rows (spec §8), and
 calls timed from outside the candidate's process (spec §7).
 
-Each heuristic spec gets its own process tree (`eplbench.sandbox_worker`): a keeper (a
-fresh interpreter started with `subprocess`, never by multiprocessing, so the caller's
-`__main__` is never imported again; it runs no candidate code) and the worker it forks,
-which loads the heuristic and answers calls. A candidate never shares a process with the
-baseline or another candidate. A `Sandbox` starts a spec's tree the first time it needs
+Each heuristic spec gets its own process tree (`eplbench.sandbox_worker`): a keeper (forked
+by this process's template, `eplbench.sandbox_template`, an interpreter that imported
+torch and eplbench once and runs no candidate code; it runs none either) and the worker it
+forks, which loads the heuristic and answers calls. A candidate never shares a process with
+the baseline or another candidate. A `Sandbox` starts a spec's tree the first time it needs
 it and reuses it until `close`; the trees of one `measure` start together so that their
 imports overlap.
 
@@ -47,24 +47,22 @@ fresh one. Inside the worker torch runs single-threaded (spec §7).
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 import weakref
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from eplbench.sandbox_worker import (GO, LENGTH, MAX_HEADER_BYTES, PING, SEND, WireError,
                                      decode_header, encode_frame, kill_descendants,
                                      rebuild, truncated)
+from eplbench.sandbox_template import Keeper, TemplateError, start_keeper
 from eplbench.timing import MIN_TICKS, clock_tick, rotated
 
 # seconds a fresh child may take to import torch, eplbench and its heuristic
@@ -84,12 +82,6 @@ MAX_BATCH = 1 << 16
 PERTURBATION_SEED = 0x5EED
 # failure reasons a child may report itself; anything else it sends is a malformed reply
 CHILD_REASONS = ("load", "raised", "output", "memory")
-# the keeper's first line: the parent's import path, then sandbox_worker.keep(...) loaded
-# from its file (not through the eplbench package: the keeper stays small)
-BOOT = ("import sys, json, importlib.util as u; sys.path[:] = json.loads(sys.argv[1]); "
-        "s = u.spec_from_file_location('eplbench_sandbox_keeper', sys.argv[2]); "
-        "m = u.module_from_spec(s); s.loader.exec_module(m); m.keep(*sys.argv[3:])")
-WORKER_FILE = str(Path(__file__).with_name("sandbox_worker.py"))
 # the worker's fixed replies, as decoded
 DONE_HEADER = {"op": "done", "arrays": []}
 ARMED_HEADER = {"op": "armed", "arrays": []}
@@ -391,33 +383,29 @@ class _Child:
         self.memory_limit = memory_limit
         self.overhead: float | None = None  # median seconds of an empty round trip
         self._owner = os.getpid()  # a forked copy of this object must not touch the process
-        self._process: subprocess.Popen | None = None  # the keeper
+        self._keeper: Keeper | None = None
         self._worker: int | None = None  # the worker's pid, as it said before loading
         self._requests: int | None = None  # parent writes requests here
         self._replies: int | None = None  # parent reads replies here
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._owner == os.getpid()
+        return self._keeper is not None and self._owner == os.getpid()
 
     def start(self) -> Failure | None:
-        """Start the keeper (which forks the worker, which loads the heuristic in the
-        background); a Failure if the operating system would not start it."""
+        """Have the template fork the keeper (which forks the worker, which loads the
+        heuristic in the background); a Failure if no keeper started."""
         child_ends = []
         try:
             request_read, self._requests = os.pipe()
             child_ends.append(request_read)
             self._replies, reply_write = os.pipe()
             child_ends.append(reply_write)
-            self._process = subprocess.Popen(
-                [sys.executable, *_interpreter_flags(), "-c", BOOT, json.dumps(sys.path),
-                 WORKER_FILE, self.spec, str(request_read), str(reply_write),
-                 str(os.getpid()), str(int(self.memory_limit or 0))],
-                stdin=subprocess.DEVNULL, stdout=_child_stdout(), pass_fds=child_ends,
-                start_new_session=True)
+            self._keeper = start_keeper(self.spec, request_read, reply_write,
+                                        int(self.memory_limit or 0))
             os.set_blocking(self._requests, False)
             os.set_blocking(self._replies, False)
-        except (OSError, ValueError, subprocess.SubprocessError) as error:
+        except (OSError, ValueError, TemplateError, subprocess.SubprocessError) as error:
             self.close()
             return Failure("crashed", f"{self.spec}: its process did not start: "
                                       f"{type(error).__name__}: {error}")
@@ -537,7 +525,7 @@ class _Child:
         candidate started and left running."""
         if self.running and self._worker is not None:
             with suppress(Exception):
-                kill_descendants(self._process.pid, spare=self._worker)
+                kill_descendants(self._keeper.pid, spare=self._worker)
 
     def close(self) -> None:
         """Kill the tree (and the keeper's process group) and close the pipes; never
@@ -564,31 +552,27 @@ class _Child:
         """(exit status of the keeper, which passes on the worker's (negative: the
         signal), whether it ended by itself), after up to `grace` seconds for it to exit
         and the kill of its tree; the status is None if it could not be reaped."""
-        process, self._process, self.overhead = self._process, None, None
+        keeper, self._keeper, self.overhead = self._keeper, None, None
         for fd in (self._requests, self._replies):
             if fd is not None:
                 with suppress(OSError):
                     os.close(fd)
         self._requests = self._replies = None
-        if process is None or self._owner != os.getpid():
+        if keeper is None or self._owner != os.getpid():
             return None, False
-        if grace > 0:
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-        by_itself = process.returncode is not None
+        code = keeper.wait(grace)
+        by_itself = code is not None
         if not by_itself:
             # a stopped keeper cannot exit, so orphans stay below it while the tree dies
-            with suppress(OSError):
-                os.kill(process.pid, signal.SIGSTOP)
+            keeper.send_signal(signal.SIGSTOP)
             with suppress(Exception):
-                kill_descendants(process.pid)
-        with suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)  # the keeper's session, as a fallback
-        with suppress(OSError):
-            process.kill()
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(10)
-        return process.returncode, by_itself
+                kill_descendants(keeper.pid)
+            with suppress(OSError):
+                os.killpg(keeper.pid, signal.SIGKILL)  # the keeper's session, as a fallback
+            keeper.send_signal(signal.SIGKILL)
+            code = keeper.wait(10)
+        keeper.close()
+        return code, by_itself
 
     def _check_quiet(self) -> None:
         """WireError if the worker has sent something nobody asked for (a forged frame)."""
@@ -664,24 +648,6 @@ def _child_failure(header: dict) -> Failure | None:
             and isinstance(reported[1], str)):
         return Failure(reported[0], truncated(reported[1]))
     return None
-
-
-def _interpreter_flags() -> list[str]:
-    """This interpreter's -W / -X / -O ... flags, for the child (as multiprocessing does)."""
-    try:
-        return subprocess._args_from_interpreter_flags()
-    except Exception:  # noqa: BLE001 - a private helper: without it, no flags
-        return []
-
-
-def _child_stdout():
-    """Where a child's stdout goes: this process's stderr (a candidate's prints must not mix
-    with what eplbench prints on stdout), or nowhere if there is none."""
-    try:
-        os.fstat(2)
-    except OSError:
-        return subprocess.DEVNULL
-    return 2
 
 
 _open_sandboxes: weakref.WeakSet = weakref.WeakSet()

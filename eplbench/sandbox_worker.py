@@ -1,18 +1,22 @@
-"""The sandbox's child processes: a keeper, and the worker that loads one heuristic and
-answers calls over two pipes.
+"""The sandbox's child processes: the template, the keepers it forks, and the worker each
+keeper forks to load one heuristic and answer calls over two pipes.
 
-`eplbench.sandbox` starts a fresh interpreter (never by multiprocessing, so the caller's
-`__main__` is not imported again) that loads this file by its path, without the `eplbench`
-package or numpy, and runs `keep`: the **keeper**. It runs no code of the candidate's. It
-makes itself a child subreaper (processes orphaned below it are re-parented to it, not to
-init, so that everything the candidate starts stays in its tree), watches the eplbench
-process that started it (a pidfd, else its parent pid every tenth of a second) and forks
-the **worker**, which sets `PR_SET_PDEATHSIG` (SIGKILL when the keeper dies, checked against
-a race), caps its address space (`RLIMIT_AS`), imports torch and the heuristic and answers
-calls. When the worker ends, the keeper kills whatever is left below it and exits with the
-worker's status (its exit code, or the same signal); when eplbench dies, the keeper kills
-its whole tree and exits. Only the parent and keeper are trusted; the worker runs the
-candidate's code.
+`eplbench.sandbox_template` starts a fresh interpreter (never by multiprocessing, so the
+caller's `__main__` is not imported again) that loads this file by its path and runs
+`template`: it imports numpy, torch and eplbench's heuristic loader once, runs no code of
+any candidate's, and forks a **keeper** for each request eplbench sends on its socket,
+reporting each keeper's exit code on the status pipe that came with the request. The
+keeper takes eplbench's import path, environment, working directory and stderr from the
+request and a session of its own; it runs no code of the candidate's either. It makes
+itself a child subreaper (processes orphaned below it are re-parented to it, not to init,
+so that everything the candidate starts stays in its tree), watches the eplbench process
+(a pidfd, else its pid every tenth of a second) and forks the **worker**, which sets
+`PR_SET_PDEATHSIG` (SIGKILL when the keeper dies, checked against a race), caps its
+address space (`RLIMIT_AS`), draws fresh seeds, loads the heuristic and answers calls.
+When the worker ends, the keeper kills whatever is left below it and exits with the
+worker's status (its exit code, or the same signal); when eplbench dies, the template and
+every keeper kill their trees and exit. Only eplbench, the template and the keepers are
+trusted; the worker runs the candidate's code.
 
 Requests and replies are frames of plain data (`encode_frame` / `decode_header`): an
 8-byte little-endian length, a JSON header, then the raw bytes of each array the header
@@ -72,6 +76,10 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 # seconds between the keeper's checks when it has no pidfd to wait on
 KEEPER_POLL = 0.1
+# a keeper's exit code, as the template writes it on its status pipe
+STATUS = struct.Struct("<i")
+# largest request the template reads (a JSON message: spec, sys.path, environment)
+MAX_REQUEST_BYTES = 1 << 20
 
 
 class WireError(Exception):
@@ -244,14 +252,186 @@ def kill_descendants(root: int, spare: int | None = None, rounds: int = 100) -> 
                 pass
 
 
-def keep(spec: str, request_fd: str, reply_fd: str, parent_pid: str, memory_limit: str) -> None:
-    """The keeper: fork the worker, then wait until it ends (or eplbench does)."""
-    request_fd, reply_fd, parent_pid = int(request_fd), int(reply_fd), int(parent_pid)
+def template(parent_pid: str, control_fd: str) -> None:
+    """The template: import what every worker needs, then fork a keeper for each request
+    on `control_fd` (a SOCK_SEQPACKET socket from eplbench) and report each keeper's exit
+    code on the status pipe that came with its request; exit once the socket has closed
+    (eplbench closed it, or died) and every keeper has ended (each ends with eplbench).
+
+    A request is a JSON message {"spec", "memory_limit", "path", "env", "cwd"} with four
+    file descriptors: the worker's request and reply pipe ends, the write end of the status
+    pipe and the keeper's stdout (eplbench's stderr). The reply is {"pid": n} (with a pidfd
+    of the keeper where the system has them), or {"error": text}."""
+    import socket
+
+    parent_pid = int(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    parent = _pidfd(parent_pid)  # for the keepers, which watch eplbench
+    if os.getppid() != parent_pid:  # eplbench died before it could be watched
+        os._exit(1)
+    control = socket.socket(fileno=int(control_fd))
+    _preload()
+    keepers = _Keepers()
+    serving = True
+    while serving or keepers.status_fds:
+        ready = _poll([*([control.fileno()] if serving else []), *keepers.pidfds.values()],
+                      None if keepers.all_watched() else KEEPER_POLL)
+        if serving and control.fileno() in ready:
+            serving = _serve_request(control, parent, parent_pid, keepers)
+            if not serving:
+                control.close()
+        keepers.reap()
+
+
+class _Keepers:
+    """The template's live keepers: pid -> status pipe (write end), pid -> pidfd."""
+
+    def __init__(self):
+        self.status_fds: dict[int, int] = {}
+        self.pidfds: dict[int, int] = {}
+
+    def all_watched(self) -> bool:
+        return len(self.pidfds) == len(self.status_fds)
+
+    def fds(self) -> list[int]:
+        return [*self.status_fds.values(), *self.pidfds.values()]
+
+    def add(self, pid: int, status_fd: int) -> int | None:
+        self.status_fds[pid] = status_fd
+        watched = _pidfd(pid)
+        if watched is not None:
+            self.pidfds[pid] = watched
+        return watched
+
+    def reap(self) -> None:
+        """Collect every ended keeper and write its exit code (a signed 32-bit int;
+        negative: the signal) to its status pipe."""
+        while self.status_fds:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            status_fd = self.status_fds.pop(pid, None)
+            if pid in self.pidfds:
+                os.close(self.pidfds.pop(pid))
+            if status_fd is not None:
+                with _suppressed():
+                    os.write(status_fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
+                os.close(status_fd)
+
+
+def _poll(fds: list[int], timeout: float | None) -> set[int]:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
+
+
+def _preload() -> None:
+    """Import what every worker imports (numpy, torch, eplbench's loader) once, here; a
+    failure is left for the worker to meet and report."""
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+
+        import eplbench.errors  # noqa: F401
+        import eplbench.heuristics  # noqa: F401
+    except BaseException:  # noqa: BLE001 - e.g. no torch: each worker says so
+        pass
+
+
+def _serve_request(control, parent, parent_pid, keepers: _Keepers) -> bool:
+    """Fork a keeper for the request waiting on `control`; False once eplbench has closed
+    it."""
+    import socket
+
+    try:
+        message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 4)
+    except OSError:
+        return False
+    if not message:
+        return False
+    try:
+        request = json.loads(message)
+        if len(fds) != 4:
+            raise ValueError(f"{len(fds)} file descriptors")
+        request_fd, reply_fd, status_fd, out_fd = fds
+        pid = os.fork()
+    except Exception as error:  # noqa: BLE001 - said to eplbench, which fails that start
+        for fd in fds:
+            with _suppressed():
+                os.close(fd)
+        _reply(control, {"error": f"{type(error).__name__}: {error}"})
+        return True
+    if pid == 0:  # the keeper holds nothing of the template's but eplbench's pidfd
+        for fd in [control.fileno(), status_fd, *keepers.fds()]:
+            with _suppressed():
+                os.close(fd)
+        _become_keeper(request, request_fd, reply_fd, out_fd, parent, parent_pid)
+    for fd in (request_fd, reply_fd, out_fd):
+        os.close(fd)
+    watched = keepers.add(pid, status_fd)
+    _reply(control, {"pid": pid}, [] if watched is None else [watched])
+    return True
+
+
+def _reply(control, message: dict, fds=()) -> None:
+    import socket
+
+    with _suppressed():
+        socket.send_fds(control, [json.dumps(message).encode()], list(fds))
+
+
+def _become_keeper(request: dict, request_fd, reply_fd, out_fd, parent, parent_pid) -> None:
+    """In the forked child: take eplbench's current path, environment, directory and
+    stderr, a session of its own, then `keep` (never returns)."""
+    try:
+        os.setsid()
+        for target in (1, 2):
+            os.dup2(out_fd, target)
+        os.close(out_fd)
+        sys.path[:] = request["path"]
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        keep(request["spec"], request_fd, reply_fd, parent, parent_pid,
+             int(request["memory_limit"]))
+    except BaseException:  # noqa: BLE001 - a fault of the keeper's own: say where
+        import traceback
+
+        traceback.print_exc()
+    os._exit(1)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has ended (for systems without pidfds)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class _suppressed:
+    """contextlib.suppress(OSError), without importing contextlib into the keeper."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        return kind is not None and issubclass(kind, OSError)
+
+
+def keep(spec: str, request_fd: int, reply_fd: int, parent: int | None, parent_pid: int,
+         memory_limit: int) -> None:
+    """The keeper: fork the worker, then wait until it ends (or eplbench does). parent:
+    a pidfd of eplbench (None where there are none)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    parent = _pidfd(parent_pid)
-    if os.getppid() != parent_pid:  # eplbench died before we could watch it
-        os._exit(1)
     keeper = os.getpid()
 
     def stop(*_):
@@ -259,6 +439,8 @@ def keep(spec: str, request_fd: str, reply_fd: str, parent_pid: str, memory_limi
         os._exit(1)
 
     signal.signal(signal.SIGTERM, stop)
+    if _gone(parent_pid):  # eplbench died before we could watch it
+        stop()
     sys.stdout.flush()
     worker = os.fork()
     if worker == 0:
@@ -312,7 +494,7 @@ def _wait_for(worker: int, parent: int | None, parent_pid: int) -> int | None:
                 return status
             if pid == 0:
                 break
-        if (parent is not None and parent in ready) or os.getppid() != parent_pid:
+        if (parent is not None and parent in ready) or _gone(parent_pid):
             return None
 
 
@@ -489,6 +671,7 @@ def _serve(spec: str, pipes: _Pipes, memory_limit: int) -> None:
                                         f"eplbench{limit_words}: {_describe(error)}"]})
         _exit(0)
     torch.set_num_threads(1)
+    _fresh_seeds(np, torch)
     from_numpy = torch.from_numpy  # bound before the candidate's import can replace it
     try:
         heuristic = load_heuristic(spec)
@@ -500,6 +683,17 @@ def _serve(spec: str, pipes: _Pipes, memory_limit: int) -> None:
         _send_load_failure(pipes, f"{spec}: import failed: {_describe(error)}", limit_words)
     pipes.send({"ready": True})
     _answer(heuristic, pipes, torch, from_numpy, limit_words)
+
+
+def _fresh_seeds(np, torch) -> None:
+    """New seeds for Python's, numpy's and torch's global generators, as a fresh interpreter
+    has (a worker forked from the template would start from the template's state, the
+    same in every worker)."""
+    import random
+
+    random.seed()
+    np.random.seed()
+    torch.seed()
 
 
 def _send_load_failure(pipes: _Pipes, detail: str, limit_words: str) -> None:
@@ -596,4 +790,4 @@ def _flush_prints() -> None:
 
 
 if __name__ == "__main__":
-    keep(*sys.argv[1:])
+    template(*sys.argv[1:])

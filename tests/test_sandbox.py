@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import eplbench as eb
-from eplbench import sandbox
+from eplbench import sandbox, sandbox_template
 from eplbench.runner import warmup_weight
 from eplbench.sandbox import Sandbox
 from eplbench.sandbox_worker import WireError, decode_header, encode_frame, rebuild
@@ -164,17 +164,19 @@ def _gone(pid: int, wait: float = 10.0) -> bool:
 
 
 def test_close_twice_and_after_a_failed_start_raises_nothing(instance, monkeypatch):
-    fds_before = set(os.listdir("/proc/self/fd"))
     box = Sandbox(LIMIT)
     box.measure(["deepseek"], instance.weight, instance.topology.as_tuple(),
                 warmup_weight(instance), 1)
     box.close()
     box.close()
+    fds_before = set(os.listdir("/proc/self/fd"))  # the template's socket among them
 
     def refuse(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(sandbox.subprocess, "Popen", refuse)
+    # no template can start
+    monkeypatch.setattr(sandbox_template, "_state", sandbox_template._State())
+    monkeypatch.setattr(sandbox_template.subprocess, "Popen", refuse)
     box = Sandbox(LIMIT)
     results = box.measure(["deepseek", fixture("round_robin.py")], instance.weight,
                           instance.topology.as_tuple(), warmup_weight(instance), 1)
@@ -184,16 +186,63 @@ def test_close_twice_and_after_a_failed_start_raises_nothing(instance, monkeypat
     box.close()
     monkeypatch.undo()
 
-    # started, but the process ends before it has loaded anything
-    monkeypatch.setattr(sandbox, "BOOT", "import os; os._exit(7)")
+    # a template that ends before it has forked anything
+    monkeypatch.setattr(sandbox_template, "_state", sandbox_template._State())
+    monkeypatch.setattr(sandbox_template, "BOOT", "import os; os._exit(7)")
     box = Sandbox(LIMIT)
     results = box.measure(["deepseek"], instance.weight, instance.topology.as_tuple(),
                           warmup_weight(instance), 1)
     failure = results["deepseek"].failure
-    assert failure.reason == "crashed" and "exited with status 7 while loading" in failure.detail
+    assert failure.reason == "crashed" and "did not start" in failure.detail, failure
+    assert "the template has ended (exit status 7)" in failure.detail
     box.close()
     box.close()
+    monkeypatch.undo()
     assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
+# ---------------------------------------------------------------- the template
+
+
+def test_workers_forked_from_the_template_take_the_callers_context_at_start(
+        instance, tmp_path, monkeypatch):
+    """One template serves every sandbox of a process; each worker forked from it still
+    gets the working directory, environment and import path eplbench has when the worker
+    starts (not when the template did), and generators seeded afresh."""
+    assert measure(instance, ["deepseek"], repeats=1)["deepseek"].failure is None
+    template = sandbox_template._state.template.process.pid
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "context_marker.py").write_text("VALUE = 'found'\n")
+    log = tmp_path / "context.log"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EPLBENCH_CONTEXT_LOG", str(log))
+    monkeypatch.setenv("EPLBENCH_CONTEXT_VARIABLE", "set late")
+    monkeypatch.syspath_prepend(str(extra))
+    spec = fixture("reports_context.py")
+    for _ in range(2):
+        with Sandbox(LIMIT) as box:
+            assert box.load_failures([spec]) == {}
+            assert _parent_of(box._children[spec]._keeper.pid) == template
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    for seen in (first, second):
+        assert Path(seen["cwd"]).resolve() == tmp_path.resolve()
+        assert seen["variable"] == "set late" and seen["marker"] == "found"
+    assert all(a != b for a, b in zip(first["draws"], second["draws"])), (first, second)
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_template_is_replaced(instance):
+    assert measure(instance, ["deepseek"], repeats=1)["deepseek"].failure is None
+    old = sandbox_template._state.template.process
+    old.kill()
+    old.wait(10)
+    results = measure(instance, ["deepseek", fixture("round_robin.py")], repeats=1)
+    assert all(result.failure is None for result in results.values()), results
+    assert sandbox_template._state.template.process.pid != old.pid
 
 
 def test_a_load_failure_is_reported_once_per_sandbox(instance):
@@ -393,13 +442,15 @@ def test_a_killed_eplbench_leaves_no_process_behind(tmp_path):
     pids = [int(line) for line in log.read_text().split()]
     assert pids and all(_gone(pid) for pid in pids)
     deadline = time.monotonic() + 10
-    while _running_with(spec) and time.monotonic() < deadline:
+    # the template, its keepers and their workers (forks of it) carry its command line
+    ours = (sandbox_template.WORKER_FILE, str(holder.pid))
+    while _running_with(*ours) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _running_with(spec)
+    assert not _running_with(*ours)
 
 
-def _running_with(argument: str) -> list[int]:
-    """Live processes (not zombies) with `argument` on their command line."""
+def _running_with(*arguments: str) -> list[int]:
+    """Live processes (not zombies) with every one of `arguments` on their command line."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -409,7 +460,7 @@ def _running_with(argument: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if argument.encode() in words and state not in ("Z", "X"):
+        if all(word.encode() in words for word in arguments) and state not in ("Z", "X"):
             found.append(int(entry.name))
     return found
 
@@ -446,10 +497,10 @@ def test_load_failures_names_the_specs_that_cannot_be_loaded(instance, tmp_path)
         for spec, words in bad.items():
             assert failures[spec].reason == "load" and words in failures[spec].detail
         # the loadable ones' processes are kept for the calls that follow
-        keepers = {spec: box._children[spec]._process.pid for spec in good}
+        keepers = {spec: box._children[spec]._keeper.pid for spec in good}
         results = box.measure([*good, *bad], instance.weight, instance.topology.as_tuple(),
                               warmup_weight(instance), 1)
-        assert {spec: box._children[spec]._process.pid for spec in good} == keepers
+        assert {spec: box._children[spec]._keeper.pid for spec in good} == keepers
         assert all(results[spec].failure is None for spec in good)
         assert all(results[spec].failure.reason == "load" for spec in bad)
         assert box.load_failures(good) == {}
