@@ -200,6 +200,12 @@ def test_phy2log_alone_is_scored_like_the_full_output():
     assert caught.value.reason == "shape"
 
 
+def test_a_single_slot_layer_is_valid_with_its_log2phy():
+    """One expert on the only slot: log2phy [[[0]]] points at the last slot, not past it."""
+    output = (np.array([[0]]), np.array([[[0]]]), np.array([[1]]))
+    assert check_output([[5]], output, Topology(1, 1, 1, 1)).max_load == [Fraction(5)]
+
+
 def test_colocated_replicas_are_counted_per_layer():
     topo = Topology(num_replicas=6, num_groups=1, num_nodes=1, num_gpus=2)
     # layer 0: expert 0 twice on GPU 0 and 1 twice on GPU 1; layer 1: none twice on a GPU

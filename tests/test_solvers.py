@@ -732,3 +732,9 @@ def test_a_bound_is_named_by_the_argument_that_gave_it():
     tied = solve(np.array([[2, 2]]), eb.Topology(2, 1, 1, 2), "global", "enum", 1)[0]
     assert tied.status == "OPTIMAL" and tied.lb == 2
     assert tied.bound_source == "mean"
+    # hierarchical: the node bound where it is above the others, the count-free one on a tie
+    topology = eb.Topology(8, 2, 2, 4)
+    heavy = solve(np.array([[2, 2, 2, 2, 1, 1, 1, 1]]), topology, "hierarchical", "enum", 1)[0]
+    assert heavy.status == "OPTIMAL" and heavy.lb == 4 and heavy.bound_source == "node_mean"
+    even = solve(np.array([[1] * 8]), topology, "hierarchical", "enum", 1)[0]
+    assert even.status == "OPTIMAL" and even.lb == 2 and even.bound_source == "mean"
