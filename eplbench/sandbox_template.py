@@ -71,7 +71,7 @@ class Keeper:
         """The exit code once the keeper has ended (waiting up to `timeout` seconds), else
         None; None for good if the template died before it could tell."""
         if self.returncode is None and self._status is not None:
-            if select.select([self._status], [], [], timeout)[0]:
+            if _readable(self._status, timeout):
                 data = os.read(self._status, STATUS.size)
                 if len(data) == STATUS.size:
                     (self.returncode,) = STATUS.unpack(data)
@@ -165,7 +165,7 @@ class _Template:
         return Keeper(pid, fds[0] if fds else None, status_read)
 
     def _reply(self) -> tuple[dict, list[int]]:
-        if not select.select([self.control], [], [], STARTUP_LIMIT)[0]:
+        if not _readable(self.control.fileno(), STARTUP_LIMIT):
             raise TemplateError(f"no answer within {STARTUP_LIMIT:g} s")
         data, fds, _, _ = socket.recv_fds(self.control, MAX_REPLY_BYTES, 1)
         if not data:
@@ -232,6 +232,14 @@ os.register_at_fork(after_in_child=_state.forget_in_child)
 def _close_template() -> None:
     if _state.template is not None:
         _state.template.stop()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` has data (or end of file) within `timeout` seconds (poll, not select:
+    a busy process's descriptors may be numbered past select's limit of 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _stderr_or_null() -> int:

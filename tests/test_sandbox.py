@@ -245,6 +245,39 @@ def test_a_killed_template_is_replaced(instance):
     assert sandbox_template._state.template.process.pid != old.pid
 
 
+def test_descriptors_numbered_past_1024_are_waited_on(instance, monkeypatch):
+    """A busy process's pipes and sockets may be numbered past select's limit of 1024: the
+    template, its socket and the status pipes still work (poll, not select)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1200 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        monkeypatch.setattr(sandbox_template, "_state", sandbox_template._State())
+        specs = ["deepseek", fixture("round_robin.py")]
+        fds_before = None
+        for _ in range(2):  # the first starts the template
+            with Sandbox(LIMIT) as box:
+                results = box.measure(specs, instance.weight, instance.topology.as_tuple(),
+                                      warmup_weight(instance), 1)
+                keepers = [box._children[spec]._keeper.pid for spec in specs]
+            assert all(result.failure is None for result in results.values()), results
+            assert all(_gone(pid) for pid in keepers)
+            fds_before = fds_before or set(os.listdir("/proc/self/fd"))
+        assert set(os.listdir("/proc/self/fd")) <= fds_before  # each keeper's fds closed
+        assert sandbox_template._state.template.control.fileno() > 1024
+    finally:
+        sandbox_template._state.discard()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_a_load_failure_is_reported_once_per_sandbox(instance):
     with Sandbox(LIMIT) as box:
         for _ in range(2):
