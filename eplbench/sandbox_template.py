@@ -38,7 +38,8 @@ from eplbench.sandbox_worker import STATUS
 # seconds the template may take to start (import torch and eplbench) and fork a keeper
 STARTUP_LIMIT = 120.0
 # the template's first line: the parent's import path, then sandbox_worker.template(...)
-# loaded from its file (not through the eplbench package, whose import it times itself)
+# loaded from its file, not as `eplbench.sandbox_worker` (a candidate that replaces that
+# module in sys.modules changes nothing its worker runs)
 BOOT = ("import sys, json, importlib.util as u; sys.path[:] = json.loads(sys.argv[1]); "
         "s = u.spec_from_file_location('eplbench_sandbox_template', sys.argv[2]); "
         "m = u.module_from_spec(s); s.loader.exec_module(m); m.template(*sys.argv[3:])")
