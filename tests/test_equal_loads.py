@@ -130,7 +130,13 @@ def test_a_global_layer_beyond_the_completion_search_is_searched_at_its_mean():
     before the joint model is called."""
     weight = eb.load_instances("deepseek-v3-cut")[0].weight[0]
     node = np.concatenate([weight[:32], weight[224:]])[None, :]
-    result = eb.solve(node, Topology(72, 1, 1, 8), "global", time_limit=2)[0]
-    assert result.status == "OPTIMAL"
-    assert result.ub == result.lb == Fraction(int(node.sum()), 8)
-    assert "fallback" not in result.params
+    for policy in ("global", "global+distinct"):
+        result, again = (eb.solve(node, Topology(72, 1, 1, 8), policy, time_limit=2)[0]
+                         for _ in range(2))
+        assert result.status == "OPTIMAL"
+        assert result.ub == result.lb == Fraction(int(node.sum()), 8)
+        assert "fallback" not in result.params
+        assert eb.check(node, result.phy2log[None, :], Topology(72, 1, 1, 8)).breach(policy) is None
+        # seeded: the same placement and the same work, call after call
+        assert (again.phy2log == result.phy2log).all()
+        assert again.params["work"] == result.params["work"]
