@@ -345,12 +345,50 @@ def test_a_candidates_clocks_do_not_time_it():
 def test_a_forged_done_frame_is_refused():
     """A candidate writing the worker's "done" onto its reply pipe as its call starts (a
     parent timing until "done" would stop its clock at once) is refused: reason output."""
-    results = measure_v3([fixture("forges_done.py"), "deepseek_fast"], repeats=1)
-    failure = results[fixture("forges_done.py")].failure
+    meddler = fixture("meddles.py")
+    results = measure_v3([meddler, "deepseek_fast"], repeats=1)
+    failure = results[meddler].failure
     assert failure is not None and failure.reason == "output", failure
     assert "malformed" in failure.detail
-    assert not results[fixture("forges_done.py")].seconds
+    assert not results[meddler].seconds
     assert results["deepseek_fast"].failure is None
+
+
+@pytest.mark.parametrize("meddle, reason, detail", [
+    # a failure may name only what a worker can report; "timeout" is the parent's to give
+    ("forge_failure", "output", "the heuristic's process sent a malformed reply"),
+    ("close_pipes", "crashed",
+     "the heuristic's process closed its pipe without exiting (it was killed) during a call"),
+    # the template that would report the keeper's exit is gone
+    ("kill_template", "crashed", "the heuristic's process stopped answering during a call")])
+def test_a_candidate_meddling_with_the_plumbing_gets_a_reason_of_its_own(
+        instance, monkeypatch, meddle, reason, detail):
+    monkeypatch.setenv("EPLBENCH_MEDDLE", meddle)
+    meddler = fixture("meddles.py")
+    results = measure(instance, [meddler, "deepseek"], repeats=1)
+    assert results[meddler].failure == sandbox.Failure(reason, detail)
+    assert results["deepseek"].failure is None
+    # and the next sandbox works (with a new template where the old one was killed)
+    assert measure(instance, ["deepseek"], repeats=1)["deepseek"].failure is None
+
+
+def test_a_signal_without_a_name_is_reported_by_number(instance, monkeypatch):
+    monkeypatch.setenv("EPLBENCH_SIGNAL", "40")  # a real-time signal: it terminates
+    failure = measure(instance, [fixture("kills_itself.py")], repeats=1)[
+        fixture("kills_itself.py")].failure
+    assert failure == sandbox.Failure(
+        "crashed", "the heuristic's process was killed by signal 40 (an unknown signal) "
+                   "during a call")
+
+
+def test_perturbed_loads_are_seeded_and_floats_move_by_at_most_one_percent():
+    integers = np.arange(64, dtype=np.int64).reshape(2, 32) * 1000
+    assert np.array_equal(sandbox.perturbed(integers, 3), sandbox.perturbed(integers, 3))
+    assert not np.array_equal(sandbox.perturbed(integers, 3), sandbox.perturbed(integers, 4))
+    floats = np.array([[0.5, 1.25, 3.75, 1e-3]])
+    moved = sandbox.perturbed(floats, 1)
+    assert moved.dtype == floats.dtype and (np.abs(moved / floats - 1) <= 0.01).all()
+    assert not np.array_equal(moved, floats)
 
 
 def test_calls_after_the_first_get_loads_of_their_own(instance, tmp_path, monkeypatch):
