@@ -385,10 +385,35 @@ def test_perturbed_loads_are_seeded_and_floats_move_by_at_most_one_percent():
     integers = np.arange(64, dtype=np.int64).reshape(2, 32) * 1000
     assert np.array_equal(sandbox.perturbed(integers, 3), sandbox.perturbed(integers, 3))
     assert not np.array_equal(sandbox.perturbed(integers, 3), sandbox.perturbed(integers, 4))
-    floats = np.array([[0.5, 1.25, 3.75, 1e-3]])
+    floats = np.random.default_rng(0).uniform(1e-3, 1e3, (4, 64))
     moved = sandbox.perturbed(floats, 1)
     assert moved.dtype == floats.dtype and (np.abs(moved / floats - 1) <= 0.01).all()
-    assert not np.array_equal(moved, floats)
+    assert (moved > floats).any() and (moved < floats).any()
+    # what is neither an integer nor a float, or past int64, is copied
+    for other in (np.array([[True, False]]), np.array([[2**64 - 1, 5]], dtype=np.uint64)):
+        assert np.array_equal(sandbox.perturbed(other, 1), other)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
+def test_perturbed_integer_loads_move_as_documented(dtype):
+    """Each integer load moves by its 1/32 (rounded down) up, down or not at all, plus 0
+    or 1 token, never below 0 nor past its dtype, and keeps its dtype."""
+    top = int(np.iinfo(dtype).max)
+    weight = np.random.default_rng(0).integers(0, top, (4, 256), endpoint=True).astype(dtype)
+    weight[0, :64], weight[1, :64] = 0, top
+    moved = sandbox.perturbed(weight, 1)
+    assert moved.dtype == weight.dtype
+    loads, after = weight.astype(object), moved.astype(object)  # Python ints: no wrapping
+    step, share = after - loads, loads // 32
+    assert ((after >= 0) & (after <= top)).all()
+    free = loads + share + 1 <= top  # room to move up in full
+    allowed = [step == direction * share + token for direction in (-1, 0, 1) for token in (0, 1)]
+    assert np.logical_or.reduce(allowed)[free].all()
+    wide = free & (share >= 2)
+    for direction in (-1, 0, 1):  # every direction is taken somewhere
+        assert ((step == direction * share) | (step == direction * share + 1))[wide].any()
+    assert set(step[0, :64]) == {0, 1}  # zero loads: a token or none
+    assert (after[1, :64] <= top).all() and (after[1, :64] < top).any()  # at the top: down
 
 
 def test_calls_after_the_first_get_loads_of_their_own(instance, tmp_path, monkeypatch):
