@@ -135,7 +135,8 @@ class Sandbox:
         (its perturbed copies after the first call), the heuristics interleaved (round r
         starts r places further along, so that drift in machine speed hits all alike), each
         call in its spec's own process, one call at a time. A heuristic that fails leaves
-        the rotation. old_plans: spec -> its plan in place ([L, P] phy2log), given to every
+        the rotation (a child is stopped only when its heuristic fails, so every heuristic
+        still in it keeps the child `_start` gave it). old_plans: spec -> its plan in place ([L, P] phy2log), given to every
         call of a heuristic that takes one (the warm-up's too)."""
         specs = list(dict.fromkeys(specs))
         results = {spec: Measurement() for spec in specs}
@@ -202,24 +203,9 @@ class Sandbox:
                     self._load_failures[spec] = failure
         return failures
 
-    def _child(self, spec: str, result: Measurement) -> _Child | None:
-        """The running child of `spec` (started again if it was stopped), else None with
-        the failure recorded."""
-        child = self._children.get(spec)
-        if child is None or not child.running:
-            failure = self._start([spec]).get(spec)
-            if failure is not None:
-                result.failure = failure
-                return None
-            child = self._children[spec]
-        return child
-
     def _warm_up(self, spec, weight, topology, result: Measurement, old_plan=None) -> bool:
         """One untimed call; False once the heuristic has failed."""
-        child = self._child(spec, result)
-        if child is None:
-            return False
-        reply = child.call([np.asarray(weight)], topology, self.time_limit, old_plan)
+        reply = self._children[spec].call([np.asarray(weight)], topology, self.time_limit, old_plan)
         if isinstance(reply, Failure):
             result.failure = reply
             return False
@@ -227,9 +213,7 @@ class Sandbox:
 
     def _calibrate(self, spec, result: Measurement) -> bool:
         """Time the spec's empty round trips; False once the heuristic has failed."""
-        child = self._child(spec, result)
-        if child is None:
-            return False
+        child = self._children[spec]
         failure = child.calibrate(self.time_limit)
         if failure is not None:
             result.failure = failure
@@ -241,11 +225,7 @@ class Sandbox:
         """One timed sample, recorded in `result`: one call, or a batch of n calls (n
         doubling) where one call is too short for the parent's clock; False once the
         heuristic has failed."""
-        child = self._child(spec, result)
-        if child is None:
-            return False
-        if child.overhead is None and not self._calibrate(spec, result):
-            return False
+        child = self._children[spec]
         threshold = max(MIN_TICKS * clock_tick(), child.overhead)
         calls = 1
         while True:
