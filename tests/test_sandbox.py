@@ -471,6 +471,57 @@ def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instanc
     assert "timed call" in failure.detail and "invalid placement" in failure.detail
 
 
+def test_each_call_of_a_batch_gets_loads_of_its_own(instance, tmp_path, monkeypatch):
+    from eplbench import timing
+
+    monkeypatch.setattr(timing, "_tick", 0.002)  # 5 ticks: 10 ms a sample, so batches
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    spec = fixture("logs_calls.py")
+    result = measure(instance, [spec], repeats=2)[spec]
+    assert result.failure is None and result._next_load > 2
+    timed = log.read_text().split()[1::2][1:]  # the digests after the warm-up's
+    assert len(timed) == result._next_load == len(set(timed))
+
+
+def test_a_call_long_enough_for_the_clock_is_timed_alone(instance, tmp_path, monkeypatch):
+    """A call of 0.2 s (far above the clock's tick and a pipe's round trip) is one sample."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    monkeypatch.setenv("EPLBENCH_CALL_SLEEP", "0.2")
+    spec = fixture("logs_calls.py")
+    result = measure(instance, [spec], repeats=3)[spec]
+    assert result.failure is None and len(result.seconds) == 3
+    assert result._next_load == 3 and len(log.read_text().splitlines()) == 1 + 3
+
+
+def test_a_timed_call_that_raises_ends_the_heuristics_calls(instance, tmp_path, monkeypatch):
+    """The third call (the second timed one) raises: reason raised, the scored output
+    kept, and no call after it."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    monkeypatch.setenv("EPLBENCH_BREAK_BY", "raising")
+    spec = fixture("breaks_after_first.py")
+    result = measure(instance, [spec, "deepseek"], repeats=3)[spec]
+    assert result.failure is not None and result.failure.reason == "raised", result.failure
+    assert "refused on call 3" in result.failure.detail
+    assert result.output is not None
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_the_plan_in_place_reaches_every_call(instance, tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
+    spec = fixture("keeps_old_plan.py")
+    plan = eb.load_heuristic("deepseek_fast")(torch.from_numpy(instance.weight),
+                                              *instance.topology.as_tuple())[0].numpy()
+    with Sandbox(LIMIT) as box:
+        result = box.measure([spec], instance.weight, instance.topology.as_tuple(),
+                             warmup_weight(instance), 2, old_plans={spec: plan})[spec]
+    assert result.failure is None and np.array_equal(result.output, plan)
+    assert set(log.read_text().split()) == {"given"}
+
+
 # ---------------------------------------------------------------- nothing outlives a call
 
 
