@@ -448,7 +448,7 @@ def _digest(weight) -> str:
     return hashlib.sha256(np.ascontiguousarray(weight).tobytes()).hexdigest()[:16]
 
 
-def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instance,
+def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instance, tmp_path,
                                                                          monkeypatch):
     """With a clock tick longer than a call the parent times doubling batches of calls,
     each on loads of its own; an output that is not a placement in any of them refuses the
@@ -457,18 +457,51 @@ def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instanc
     from eplbench import timing
 
     monkeypatch.setattr(timing, "_tick", 0.002)  # 5 ticks: 10 ms a sample
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
     results = measure(instance, ["deepseek_fast", fixture("breaks_after_first.py"),
-                                 fixture("wrong_shape.py")], repeats=2)
+                                 fixture("wrong_shape.py")], repeats=4)
     wrong = results[fixture("wrong_shape.py")]
-    assert wrong.failure is None and len(wrong.seconds) == 2
+    assert wrong.failure is None and len(wrong.seconds) == 4
     with pytest.raises(eb.InvalidPlacement, match="shape"):
         eb.check_output(instance.weight, wrong.output, instance.topology)
     good = results["deepseek_fast"]
-    assert good.failure is None and len(good.seconds) == 2
+    assert good.failure is None and len(good.seconds) == 4
     assert good._next_load > 2  # batches of more than one call
     failure = results[fixture("breaks_after_first.py")].failure
     assert failure is not None and failure.reason == "output", failure
     assert "timed call" in failure.detail and "invalid placement" in failure.detail
+    # no call after the batch that held the first invalid output (call 3: the warm-up,
+    # then a sample of one call, then the batch of two calls or the next sample of one)
+    assert len(log.read_text().split()) in (3, 4)
+
+
+class _ScriptedChild:
+    """Stands in for a heuristic's process: every batch of calls takes `elapsed` seconds
+    by the parent's clock and returns `output` for each call."""
+
+    def __init__(self, elapsed: float, overhead: float, output):
+        self.elapsed, self.overhead, self.output, self.batches = elapsed, overhead, output, []
+
+    def call(self, loads, topology, time_limit, old_plan=None):
+        self.batches.append(len(loads))
+        return self.elapsed, self.elapsed, [self.output] * len(loads)
+
+
+@pytest.mark.parametrize("elapsed", [1.0, 0.5])  # 0.5 s: net of the overhead, the threshold
+def test_a_sample_is_its_time_less_an_empty_round_trips(instance, monkeypatch, elapsed):
+    from eplbench import timing
+
+    monkeypatch.setattr(timing, "_tick", 1e-6)  # the threshold is the 0.25 s overhead
+    output = eb.load_heuristic("deepseek_fast")(torch.from_numpy(instance.weight),
+                                                *instance.topology.as_tuple())
+    box = Sandbox(LIMIT)
+    child = box._children["scripted"] = _ScriptedChild(elapsed, 0.25, output)
+    result = sandbox.Measurement()
+    assert box._timed("scripted", sandbox._Loads(instance.weight),
+                      instance.topology.as_tuple(), result)
+    assert result.seconds == [elapsed - 0.25] and child.batches == [1]
+    box._children.clear()
 
 
 def test_each_call_of_a_batch_gets_loads_of_its_own(instance, tmp_path, monkeypatch):
