@@ -477,31 +477,56 @@ def test_under_a_coarse_clock_calls_are_batched_and_every_output_checked(instanc
 
 
 class _ScriptedChild:
-    """Stands in for a heuristic's process: every batch of calls takes `elapsed` seconds
-    by the parent's clock and returns `output` for each call."""
+    """Stands in for a heuristic's process: a batch of n calls takes `overhead` + n *
+    `per_call` seconds by the parent's clock (half of that inside) and returns `output`
+    for each call."""
 
-    def __init__(self, elapsed: float, overhead: float, output):
-        self.elapsed, self.overhead, self.output, self.batches = elapsed, overhead, output, []
+    def __init__(self, per_call: float, overhead: float, output):
+        self.per_call, self.overhead, self.output, self.batches = per_call, overhead, output, []
 
     def call(self, loads, topology, time_limit, old_plan=None):
         self.batches.append(len(loads))
-        return self.elapsed, self.elapsed, [self.output] * len(loads)
+        assert len(self.batches) < 20, "no end to the doubling"
+        work = self.per_call * len(loads)
+        return self.overhead + work, work / 2, [self.output] * len(loads)
 
 
-@pytest.mark.parametrize("elapsed", [1.0, 0.5])  # 0.5 s: net of the overhead, the threshold
-def test_a_sample_is_its_time_less_an_empty_round_trips(instance, monkeypatch, elapsed):
+@pytest.mark.parametrize("per_call, batches", [
+    (0.75, [1]),
+    (0.25, [1]),  # a call of the threshold itself (the 0.25 s round trip) is enough
+    (0.1, [1, 2, 4])])  # doubling until the batch reaches the threshold
+def test_a_sample_is_its_time_less_an_empty_round_trips_per_call(instance, monkeypatch,
+                                                                  per_call, batches):
+    result, child = _scripted_sample(instance, monkeypatch, per_call, LIMIT)
+    assert result.failure is None and child.batches == batches
+    assert result.seconds == [pytest.approx(per_call, abs=1e-12)]
+    assert result.inside_seconds == [pytest.approx(per_call / 2, abs=1e-12)]
+
+
+def test_a_sample_over_the_time_limit_is_a_timeout(instance, monkeypatch):
+    result, _ = _scripted_sample(instance, monkeypatch, 0.75, 0.75)  # at the limit: fine
+    assert result.failure is None
+    result, _ = _scripted_sample(instance, monkeypatch, 0.8, 0.75)
+    assert result.failure == sandbox.Failure("timeout", "a call took 0.8 s, over the 0.75 s "
+                                                        "limit")
+
+
+def _scripted_sample(instance, monkeypatch, per_call: float, time_limit: float):
+    """One `_timed` sample of a scripted child (round trip 0.25 s, the parent's clock
+    fine enough that the round trip is the threshold): (the Measurement, the child)."""
     from eplbench import timing
 
-    monkeypatch.setattr(timing, "_tick", 1e-6)  # the threshold is the 0.25 s overhead
-    output = eb.load_heuristic("deepseek_fast")(torch.from_numpy(instance.weight),
-                                                *instance.topology.as_tuple())
-    box = Sandbox(LIMIT)
-    child = box._children["scripted"] = _ScriptedChild(elapsed, 0.25, output)
+    monkeypatch.setattr(timing, "_tick", 1e-6)
+    output = tuple(part.numpy() for part in eb.load_heuristic("deepseek_fast")(
+        torch.from_numpy(instance.weight), *instance.topology.as_tuple()))
+    box = Sandbox(time_limit)
+    child = box._children["scripted"] = _ScriptedChild(per_call, 0.25, output)
     result = sandbox.Measurement()
-    assert box._timed("scripted", sandbox._Loads(instance.weight),
-                      instance.topology.as_tuple(), result)
-    assert result.seconds == [elapsed - 0.25] and child.batches == [1]
+    alive = box._timed("scripted", sandbox._Loads(instance.weight),
+                       instance.topology.as_tuple(), result)
+    assert alive == (result.failure is None)
     box._children.clear()
+    return result, child
 
 
 def test_each_call_of_a_batch_gets_loads_of_its_own(instance, tmp_path, monkeypatch):
