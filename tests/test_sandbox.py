@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -527,6 +528,47 @@ def _scripted_sample(instance, monkeypatch, per_call: float, time_limit: float):
     assert alive == (result.failure is None)
     box._children.clear()
     return result, child
+
+
+@pytest.mark.parametrize("answer, failure", [
+    ("done", None),
+    ("armed", sandbox.Failure("output", "the heuristic's process sent a malformed reply (an "
+                                        "unexpected reply to a ping)")),
+    ("silence", sandbox.Failure("timeout", "its process did not answer a ping within the "
+                                           "0.25 s limit")),
+    ("close", sandbox.Failure("crashed", "the heuristic's process stopped answering between "
+                                         "calls"))])
+def test_calibration_times_its_pings_and_names_what_went_wrong(monkeypatch, answer, failure):
+    """A thread plays the worker: it answers every ping with `answer` (or not at all, or
+    closes its pipe after the first); calibration sends PINGS + 2 pings when all goes well
+    and says why it stopped when not."""
+    from eplbench.sandbox_worker import ARMED, DONE
+
+    monkeypatch.setattr(sandbox, "PIPE_GRACE", 0.25)
+    child = sandbox._Child("played")
+    request_read, child._requests = os.pipe()
+    child._replies, reply_write = os.pipe()
+    pings = []
+
+    def worker():
+        with open(request_read, "rb", buffering=0) as requests:
+            while requests.read(len(sandbox.PING)):
+                pings.append(1)
+                if answer == "close":
+                    break
+                if answer != "silence":
+                    os.write(reply_write, DONE if answer == "done" else ARMED)
+        os.close(reply_write)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    # only the silent worker's test waits for the clock
+    assert child.calibrate(0.25 if answer == "silence" else LIMIT) == failure
+    overhead = child.overhead
+    child.close()
+    thread.join(10)
+    if failure is None:
+        assert len(pings) == sandbox.PINGS + 2 and overhead > 0
 
 
 def test_each_call_of_a_batch_gets_loads_of_its_own(instance, tmp_path, monkeypatch):
