@@ -168,7 +168,7 @@ class Sandbox:
     def close(self) -> None:
         """Stop every child (killing any still busy, and all they started). Never raises;
         closing twice is fine."""
-        children, self._children = getattr(self, "_children", {}), {}
+        children, self._children = self._children, {}
         for child in children.values():
             with suppress(Exception):
                 child.close()
