@@ -280,12 +280,19 @@ def test_descriptors_numbered_past_1024_are_waited_on(instance, monkeypatch):
 
 
 def test_a_load_failure_is_reported_once_per_sandbox(instance):
+    """Found once, the failure is given again without a new process; after close the
+    sandbox starts afresh."""
+    spec, tries = fixture("no_entry.py"), []
     with Sandbox(LIMIT) as box:
-        for _ in range(2):
-            results = box.measure(["deepseek", fixture("no_entry.py")], instance.weight,
+        for round_index in range(3):
+            if round_index == 2:
+                box.close()
+            results = box.measure(["deepseek", spec], instance.weight,
                                   instance.topology.as_tuple(), warmup_weight(instance), 1)
-            assert results[fixture("no_entry.py")].failure.reason == "load"
+            assert results[spec].failure.reason == "load"
             assert results["deepseek"].failure is None
+            tries.append(box._children[spec])
+    assert tries[1] is tries[0] and tries[2] is not tries[0]
 
 
 @pytest.mark.parametrize("meta", [
