@@ -602,18 +602,21 @@ def test_a_call_long_enough_for_the_clock_is_timed_alone(instance, tmp_path, mon
     assert result._next_load == 3 and len(log.read_text().splitlines()) == 1 + 3
 
 
-def test_a_timed_call_that_raises_ends_the_heuristics_calls(instance, tmp_path, monkeypatch):
-    """The third call (the second timed one) raises: reason raised, the scored output
-    kept, and no call after it."""
+@pytest.mark.parametrize("good_calls", [2, 0])
+def test_a_call_that_raises_ends_the_heuristics_calls(instance, tmp_path, monkeypatch,
+                                                      good_calls):
+    """The third call (the second timed one), or the warm-up, raises: reason raised, the
+    scored output kept where there is one, and no call after it."""
     log = tmp_path / "calls.log"
     monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
     monkeypatch.setenv("EPLBENCH_BREAK_BY", "raising")
+    monkeypatch.setenv("EPLBENCH_GOOD_CALLS", str(good_calls))
     spec = fixture("breaks_after_first.py")
     result = measure(instance, [spec, "deepseek"], repeats=3)[spec]
     assert result.failure is not None and result.failure.reason == "raised", result.failure
-    assert "refused on call 3" in result.failure.detail
-    assert result.output is not None
-    assert len(log.read_text().splitlines()) == 3
+    assert f"refused on call {good_calls + 1}" in result.failure.detail
+    assert (result.output is not None) == (good_calls > 1)
+    assert len(log.read_text().splitlines()) == good_calls + 1
 
 
 def test_the_plan_in_place_reaches_every_call(instance, tmp_path, monkeypatch):
