@@ -182,7 +182,8 @@ def test_close_twice_and_after_a_failed_start_raises_nothing(instance, monkeypat
     results = box.measure(["deepseek", fixture("round_robin.py")], instance.weight,
                           instance.topology.as_tuple(), warmup_weight(instance), 1)
     assert {m.failure.reason for m in results.values()} == {"crashed"}
-    assert all("did not start" in m.failure.detail for m in results.values())
+    assert all("did not start: BlockingIOError: [Errno 11]" in m.failure.detail
+               for m in results.values())
     box.close()
     box.close()
     monkeypatch.undo()
@@ -195,7 +196,7 @@ def test_close_twice_and_after_a_failed_start_raises_nothing(instance, monkeypat
                           warmup_weight(instance), 1)
     failure = results["deepseek"].failure
     assert failure.reason == "crashed" and "did not start" in failure.detail, failure
-    assert "the template has ended (exit status 7)" in failure.detail
+    assert "did not start: TemplateError: the template has ended (exit status 7)" in failure.detail
     box.close()
     box.close()
     monkeypatch.undo()
@@ -578,6 +579,21 @@ def test_calibration_times_its_pings_and_names_what_went_wrong(monkeypatch, answ
         assert len(pings) == sandbox.PINGS + 2 and overhead > 0
 
 
+def test_a_failed_calibration_is_the_heuristics_failure():
+    class Refusing:
+        overhead = None
+
+        def calibrate(self, time_limit):
+            return sandbox.Failure("timeout", "no answer to a ping")
+
+    box = Sandbox(LIMIT)
+    box._children["refusing"] = Refusing()
+    result = sandbox.Measurement()
+    assert box._calibrate("refusing", result) is False
+    assert result.failure == sandbox.Failure("timeout", "no answer to a ping")
+    box._children.clear()
+
+
 def test_each_call_of_a_batch_gets_loads_of_its_own(instance, tmp_path, monkeypatch):
     from eplbench import timing
 
@@ -723,6 +739,13 @@ def _running_with(*arguments: str) -> list[int]:
 
 
 # ---------------------------------------------------------------- memory
+
+
+def test_without_a_memory_limit_a_heuristic_runs(instance):
+    with Sandbox(LIMIT, memory_limit=None) as box:
+        result = box.measure(["deepseek"], instance.weight, instance.topology.as_tuple(),
+                             warmup_weight(instance), 1)["deepseek"]
+    assert result.failure is None and len(result.seconds) == 1
 
 
 def test_an_allocation_past_the_memory_cap_is_reason_memory(instance, monkeypatch):
