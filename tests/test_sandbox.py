@@ -398,6 +398,7 @@ def test_perturbed_loads_are_seeded_and_floats_move_by_at_most_one_percent():
     moved = sandbox.perturbed(floats, 1)
     assert moved.dtype == floats.dtype and (np.abs(moved / floats - 1) <= 0.01).all()
     assert (moved > floats).any() and (moved < floats).any()
+    assert sandbox.perturbed(floats.astype(np.float32), 1).dtype == np.float32
     # what is neither an integer nor a float, or past int64, is copied
     for other in (np.array([[True, False]]), np.array([[2**64 - 1, 5]], dtype=np.uint64)):
         assert np.array_equal(sandbox.perturbed(other, 1), other)
