@@ -136,8 +136,9 @@ class Sandbox:
         starts r places further along, so that drift in machine speed hits all alike), each
         call in its spec's own process, one call at a time. A heuristic that fails leaves
         the rotation (a child is stopped only when its heuristic fails, so every heuristic
-        still in it keeps the child `_start` gave it). old_plans: spec -> its plan in place ([L, P] phy2log), given to every
-        call of a heuristic that takes one (the warm-up's too)."""
+        still in it keeps the child `_start` gave it). old_plans: spec -> its plan in place
+        ([L, P] phy2log), given to every call of a heuristic that takes one (the warm-up's
+        too)."""
         specs = list(dict.fromkeys(specs))
         results = {spec: Measurement() for spec in specs}
         plans = old_plans or {}
@@ -205,7 +206,8 @@ class Sandbox:
 
     def _warm_up(self, spec, weight, topology, result: Measurement, old_plan=None) -> bool:
         """One untimed call; False once the heuristic has failed."""
-        reply = self._children[spec].call([np.asarray(weight)], topology, self.time_limit, old_plan)
+        reply = self._children[spec].call([np.asarray(weight)], topology, self.time_limit,
+                                          old_plan)
         if isinstance(reply, Failure):
             result.failure = reply
             return False

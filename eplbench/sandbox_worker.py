@@ -58,6 +58,7 @@ import signal
 import struct
 import sys
 import time
+from contextlib import suppress
 
 LENGTH = struct.Struct("<Q")
 # largest JSON header and largest total of array bytes one frame may carry
@@ -317,7 +318,7 @@ class _Keepers:
             if pid in self.pidfds:
                 os.close(self.pidfds.pop(pid))
             if status_fd is not None:
-                with _suppressed():
+                with suppress(OSError):
                     os.write(status_fd, STATUS.pack(os.waitstatus_to_exitcode(status)))
                 os.close(status_fd)
 
@@ -361,13 +362,13 @@ def _serve_request(control, parent, parent_pid, keepers: _Keepers) -> bool:
         pid = os.fork()
     except Exception as error:  # noqa: BLE001 - said to eplbench, which fails that start
         for fd in fds:
-            with _suppressed():
+            with suppress(OSError):
                 os.close(fd)
         _reply(control, {"error": f"{type(error).__name__}: {error}"})
         return True
     if pid == 0:  # the keeper holds nothing of the template's but eplbench's pidfd
         for fd in [control.fileno(), status_fd, *keepers.fds()]:
-            with _suppressed():
+            with suppress(OSError):
                 os.close(fd)
         _become_keeper(request, request_fd, reply_fd, out_fd, parent, parent_pid)
     for fd in (request_fd, reply_fd, out_fd):
@@ -380,7 +381,7 @@ def _serve_request(control, parent, parent_pid, keepers: _Keepers) -> bool:
 def _reply(control, message: dict, fds=()) -> None:
     import socket
 
-    with _suppressed():
+    with suppress(OSError):
         socket.send_fds(control, [json.dumps(message).encode()], list(fds))
 
 
@@ -414,16 +415,6 @@ def _gone(pid: int) -> bool:
     except OSError:
         return False
     return False
-
-
-class _suppressed:
-    """contextlib.suppress(OSError), without importing contextlib into the keeper."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *_):
-        return kind is not None and issubclass(kind, OSError)
 
 
 def keep(spec: str, request_fd: int, reply_fd: int, parent: int | None, parent_pid: int,
