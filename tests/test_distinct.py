@@ -76,6 +76,17 @@ def test_a_colocating_plan_is_invalid_under_distinct_with_the_reason_named():
     assert "share a GPU" in row["detail"]
 
 
+def test_a_plan_breaking_both_rules_names_each_and_counts_only_the_layers_that_break():
+    weight = np.array([[5, 4, 3, 2], [1, 2, 3, 4]])
+    topology = eb.Topology(8, 2, 2, 4)  # groups {0, 1} and {2, 3}; nodes of GPUs {0, 1}, {2, 3}
+    plan = np.array([[0, 0, 1, 2, 3, 2, 3, 1],  # expert 0 twice on GPU 0; both groups split
+                     [0, 1, 0, 1, 2, 3, 2, 3]])  # keeps both rules
+    assert eb.check(weight, plan, topology).breach("hierarchical+distinct") == (
+        "breaks the hierarchical+distinct policy in 1 of 2 layer(s): 2 group(s) span nodes "
+        "(summed over layers); breaks the hierarchical+distinct policy: 1 replica(s) share a "
+        "GPU with another of the same expert, in 1 of 2 layer(s)")
+
+
 def _random_layers(count, seed):
     """Tiny layers (at most 8 slots) with shapes where either distinct policy is defined."""
     rng = np.random.default_rng(seed)
