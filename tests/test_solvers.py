@@ -126,6 +126,72 @@ def test_a_result_records_what_the_solve_was_asked():
     assert result.params["work"] >= 0 and result.solver == "enum"
 
 
+LAYER, LAYER_TOPO = np.array([[1891, 4021, 9012, 817]]), eb.Topology(6, 2, 1, 2)  # optimum 7899
+
+
+def _spy(monkeypatch, module, name, calls, answer=None):
+    """Replace `module.name` with a function that records its arguments and returns
+    `answer(*args)`, or what the real one returns."""
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return (answer or real)(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+
+
+def test_a_layer_the_enumeration_certifies_never_reaches_the_joint_model(monkeypatch):
+    from eplbench.solvers import layer
+
+    searched, joint = [], []
+    _spy(monkeypatch, layer, "solve_global", searched)
+    _spy(monkeypatch, layer, "solve_joint", joint)
+    result = solve(LAYER, LAYER_TOPO, "global", solver="enum", time_limit=5)[0]
+    assert (result.status, result.ub, result.bound_source) == ("OPTIMAL", 7899, "enum")
+    assert len(searched) == 1 and joint == [] and "complete_domains" not in result.params
+
+
+def test_the_joint_model_goes_on_from_the_enumerations_placement_and_bound(monkeypatch):
+    """An enumeration stopped without proof hands its best placement and its bound to the
+    joint model; the result keeps that bound where the model proves nothing higher, and
+    the model's where it does."""
+    from eplbench.solvers import layer
+
+    optimum = solve(LAYER, LAYER_TOPO, "global", solver="enum", time_limit=5)[0]
+    gpus_swapped = np.concatenate([optimum.phy2log[3:], optimum.phy2log[:3]])
+    lower = layer.count_free_bound(LAYER[0], 6, 2)[0]
+    halfway = (lower + optimum.ub) / 2
+    for proven, expected in [(None, ("FEASIBLE", halfway, "enum")),
+                             (optimum.ub, ("OPTIMAL", optimum.ub, "enum"))]:
+        joint = []
+        monkeypatch.setattr(layer, "solve_global",
+                            lambda *args, **kwargs: (gpus_swapped, optimum.ub, halfway))
+        _spy(monkeypatch, layer, "solve_joint", joint, lambda weight, topo, policy, backend,
+             start, bound, *rest: (start, optimum.ub, proven, None, {"joint": True}))
+        result = solve(LAYER, LAYER_TOPO, "global", solver="enum", time_limit=5)[0]
+        [(args, _)] = joint
+        assert (args[4] == gpus_swapped).all() and args[5] == halfway
+        assert (result.status, result.lb, result.bound_source) == expected
+        assert result.ub == optimum.ub and result.params["joint"]
+
+
+def test_the_search_at_the_mean_gets_the_callers_seed_and_the_policys_rule(monkeypatch):
+    from eplbench.solvers import layer
+    from eplbench.solvers.enumeration import EnumerationTooLarge
+
+    def too_large(*args, **kwargs):
+        raise EnumerationTooLarge("planted")
+
+    monkeypatch.setattr(layer, "solve_global", too_large)
+    for policy, distinct in [("global", False), ("global+distinct", True)]:
+        calls = []
+        _spy(monkeypatch, layer, "at_the_mean", calls, lambda *args: None)
+        solve(LAYER, LAYER_TOPO, policy, solver="enum", time_limit=1, seed=3)
+        [(args, _)] = calls
+        assert args[-2:] == (3, distinct)
+
+
 def test_time_limit_zero_gives_honest_bounds(truth):
     for instance in TINY:
         for result, layer in zip(solve(instance.weight, instance.topology, "global",
