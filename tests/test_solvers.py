@@ -1,6 +1,7 @@
 """Every solver's claims checked against an independent brute force on the tiny set."""
 
 import itertools
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +20,19 @@ from brute_force import optimum, packings
 
 TINY = eb.load_instances("tiny")
 POLICIES = ["global", "hierarchical"]
+LAYER, LAYER_TOPO = np.array([[1891, 4021, 9012, 817]]), eb.Topology(6, 2, 1, 2)  # optimum 7899
+
+
+def _spy(monkeypatch, module, name, calls, answer=None):
+    """Replace `module.name` with a function that records its arguments and returns
+    `answer(*args)`, or what the real one returns."""
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return (answer or real)(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +104,20 @@ def test_a_start_that_breaks_the_hierarchy_is_refused(monkeypatch):
         solve(np.array([[4, 3, 2, 1]]), eb.Topology(4, 2, 2, 2), "hierarchical", time_limit=1)
 
 
+def test_a_searched_placement_that_breaks_the_hierarchy_is_refused(monkeypatch):
+    """The search's placement goes through the checker under the policy too."""
+    from eplbench.solvers import layer
+
+    instance = TINY[10]  # 8 experts in 4 groups on 2 nodes; the start is not proven
+    spread = np.array([0, 2, 4, 6, 1, 3, 5, 7])  # every group on both nodes
+    calls = []
+    _spy(monkeypatch, layer, "solve_hierarchical", calls,
+         lambda *args, **kwargs: (spread, Fraction(1), Fraction(1)))
+    with pytest.raises(AssertionError, match="breaks the hierarchical policy"):
+        solve(instance.weight[:1], instance.topology, "hierarchical", time_limit=1)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("weight, topo, policy, solver, by_nodes", [
     ([8, 4, 3, 1], eb.Topology(8, 2, 2, 4), "hierarchical", "enum", True),
     ([1, 0, 0, 0], eb.Topology(8, 2, 2, 4), "hierarchical", "enum", True),  # node bound 1/2
@@ -124,21 +152,17 @@ def test_a_result_records_what_the_solve_was_asked():
     assert {key: result.params[key] for key in ("time_limit", "workers", "seed", "method")} == {
         "time_limit": 1.5, "workers": 1, "seed": 7, "method": "enum"}
     assert result.params["work"] >= 0 and result.solver == "enum"
+    assert result.params["work"] == round(result.params["work"], 6)  # to the microsecond
 
 
-LAYER, LAYER_TOPO = np.array([[1891, 4021, 9012, 817]]), eb.Topology(6, 2, 1, 2)  # optimum 7899
+def test_a_joint_solve_records_its_wall_time_and_its_backends_time_and_version():
+    import ortools
 
-
-def _spy(monkeypatch, module, name, calls, answer=None):
-    """Replace `module.name` with a function that records its arguments and returns
-    `answer(*args)`, or what the real one returns."""
-    real = getattr(module, name)
-
-    def spy(*args, **kwargs):
-        calls.append((args, kwargs))
-        return (answer or real)(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, spy)
+    before = time.perf_counter()
+    result = solve(LAYER, LAYER_TOPO, "global", solver="cpsat", time_limit=5)[0]
+    elapsed = time.perf_counter() - before
+    assert result.status == "OPTIMAL" and 0 < result.wall_time <= elapsed
+    assert result.deterministic_time > 0 and result.version == f"ortools {ortools.__version__}"
 
 
 def test_a_layer_the_enumeration_certifies_never_reaches_the_joint_model(monkeypatch):
