@@ -180,7 +180,7 @@ def served_load(rows: pd.DataFrame, candidate: str, baseline: str, limit: float)
     loads = rows.pivot(index=["instance", "layer"], columns="heuristic", values="max_load")
     increase = (loads[candidate] / loads[baseline] - 1).dropna()
     per_window = increase.groupby(level="instance").mean()
-    mean = float(increase.mean()) if len(increase) else np.nan
+    mean = float(increase.mean())  # NaN when no window has both plans valid
     passed = invalid.empty and bool(mean <= limit)
     failed = [{"instance": row.instance, "check": "served load",
                "detail": f"{row.reason}: {row.detail}"} for row in invalid.itertuples()]

@@ -327,16 +327,32 @@ def test_migration_fails_beyond_the_share_and_names_the_windows_above():
     from eplbench.gate import migration
 
     base = [[None, None], [10, 10], [10, 10]]
-    row, failed = migration(replayed({"new": [[None, None], [11, 11], [10, 10]], "old": base}),
+    # one window above the share, the mean within it: a pass, with nothing listed
+    row, failed = migration(replayed({"new": [[None, None], [12, 12], [9, 9]], "old": base}),
                             "new", "old", 0.10)
-    assert (row["passed"], row["candidate"], row["baseline"]) == (True, "10.5 / layer",
-                                                                 "10.0 / layer")
-    assert "over 4 layer-rebalances; inter-node 5.2 vs 5.0" in row["note"] and failed == []
+    assert row == {"check": "migration", "candidate": "10.5 / layer",
+                   "baseline": "10.0 / layer", "limit": "+10%", "passed": True,
+                   "note": "weights received per layer and rebalance, over 4 "
+                           "layer-rebalances; inter-node 5.2 vs 5.0"}
+    assert failed == []
     row, failed = migration(replayed({"new": [[None, None], [15, 11], [10, 10]], "old": base}),
                             "new", "old", 0.10)
     assert not row["passed"]
     assert failed == [{"instance": "w/1", "check": "migration",
                        "detail": "13.0 weights received per layer vs 10.0"}]
+
+
+def test_migration_at_the_limit_passes_and_a_window_at_it_is_not_listed():
+    from eplbench.gate import migration
+
+    base = [[None, None], [10, 10], [10, 10]]
+    row, failed = migration(replayed({"new": base, "old": base}), "new", "old", 0.0)
+    assert row["passed"] and failed == []
+    row, failed = migration(replayed({"new": [[None, None], [10, 10], [20, 20]], "old": base}),
+                            "new", "old", 0.0)
+    assert not row["passed"]
+    assert failed == [{"instance": "w/2", "check": "migration",
+                       "detail": "20.0 weights received per layer vs 10.0"}]
 
 
 def test_migration_counts_only_rebalances_both_sides_made():
@@ -345,9 +361,12 @@ def test_migration_counts_only_rebalances_both_sides_made():
     row, _ = migration(replayed({"new": [[100, 100], [0, 2]], "old": [[None, None], [2, 2]]}),
                        "new", "old", 0.0)
     assert (row["passed"], row["candidate"]) == (True, "1.0 / layer")
-    row, _ = migration(replayed({"new": [[None, None]], "old": [[None, None]]}), "new", "old",
-                       0.0)
-    assert not row["passed"] and "no rebalance" in row["note"]
+    row, failed = migration(replayed({"new": [[None, None]], "old": [[None, None]]}), "new",
+                            "old", 0.0)
+    assert row == {"check": "migration", "candidate": "-", "baseline": "-", "limit": "+0%",
+                   "passed": False,
+                   "note": "no rebalance where both have a plan before and after"}
+    assert failed == []
 
 
 @pytest.mark.cli
@@ -381,7 +400,11 @@ def test_served_load_fails_a_plan_that_serves_worse_than_the_baseline():
     base = [[100.0, 100.0], [100.0, 100.0]]
     row, failed = served_load(replayed(moved, {"new": [[100.0, 100.0], [100.0, 100.1]],
                                                 "old": base}), "new", "old", 0.0005)
-    assert (row["passed"], row["candidate"], failed) == (True, "+0.0250%", [])
+    assert row == {"check": "served load", "candidate": "+0.0250%", "baseline": "0",
+                   "limit": "+0.0500%", "passed": True,
+                   "note": "max load serving the next window against the baseline's, mean "
+                           "over 4 window-layers"}
+    assert failed == []
     row, failed = served_load(replayed(moved, {"new": [[100.0, 100.0], [100.0, 100.3]],
                                                 "old": base}), "new", "old", 0.0005)
     assert not row["passed"]
@@ -392,6 +415,25 @@ def test_served_load_fails_a_plan_that_serves_worse_than_the_baseline():
     assert not row["passed"] and "invalid on 1 window(s)" in row["note"]
     assert failed == [{"instance": "w/1", "check": "served load",
                        "detail": "shape: wrong shape"}]
+
+
+def test_served_load_at_the_limit_passes_and_a_window_at_it_is_not_listed():
+    from eplbench.gate import served_load
+
+    moved = {"new": [[0, 0], [0, 0]], "old": [[0, 0], [0, 0]]}
+    base = [[100.0, 100.0], [100.0, 100.0]]
+    row, failed = served_load(replayed(moved, {"new": base, "old": base}), "new", "old", 0.0)
+    assert row["passed"] and failed == []
+    row, failed = served_load(replayed(moved, {"new": [[100.0, 100.0], [100.0, 102.0]],
+                                                "old": base}), "new", "old", 0.0)
+    assert not row["passed"]
+    assert failed == [{"instance": "w/1", "check": "served load",
+                       "detail": "max load +1.0000% against the baseline's, mean over layers"}]
+    # no window where both serve: no mean, and a failure
+    row, _ = served_load(replayed(moved, {"new": [[None, None], [None, None]], "old": base}),
+                         "new", "old", 0.0)
+    assert (row["passed"], row["candidate"]) == (False, "+nan%")
+    assert "over 0 window-layers; invalid on 2 window(s)" in row["note"]
 
 
 @pytest.mark.cli
