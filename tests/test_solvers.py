@@ -790,6 +790,34 @@ def test_group_to_node_assignments_are_counted_exactly():
         balanced_assignments(16, 8)
 
 
+def test_the_assignment_limit_is_inclusive(monkeypatch):
+    from eplbench.solvers import enumeration
+
+    monkeypatch.setattr(enumeration, "MAX_ASSIGNMENTS", 105)
+    assert len(enumeration.balanced_assignments(8, 4)) == 105
+    monkeypatch.setattr(enumeration, "MAX_ASSIGNMENTS", 104)
+    with pytest.raises(enumeration.EnumerationTooLarge, match="^105 group-to-node"):
+        enumeration.balanced_assignments(8, 4)
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_a_node_beyond_the_completion_search_is_searched_at_its_mean_with_its_seed_and_rule(
+        monkeypatch, distinct):
+    """A node of a hierarchical layer too large for the completion search is searched at
+    its mean first, seeded by the number of searches of that node so far and under the
+    layer's rule."""
+    from eplbench.solvers import enumeration
+
+    sub, node = np.array([5, 4, 3, 3, 2, 1]), eb.Topology(8, 1, 1, 4)
+    start = eb.load_heuristic("deepseek")(torch.tensor(sub[None, :]), 8, 1, 1, 4)[0][0].numpy()
+    calls = []
+    _spy(monkeypatch, enumeration, "at_the_mean", calls)
+    enumeration._search_large_node(sub, node, start, None, Deadline.budget(1), 2, False,
+                                   distinct)
+    [(args, _)] = calls
+    assert args[-2:] == (2, distinct)
+
+
 def test_the_node_mean_bound_is_zero_where_the_assignments_are_too_many():
     """A bound of 0 tells `solve_layer` the enumeration cannot take the hierarchy (16
     groups on 8 nodes: 2,027,025 assignments), whatever the loads; where it can, the
