@@ -513,6 +513,15 @@ def test_a_sample_is_its_time_less_an_empty_round_trips_per_call(instance, monke
     assert result.inside_seconds == [pytest.approx(per_call / 2, abs=1e-12)]
 
 
+def test_the_doubling_stops_at_the_largest_batch(instance, monkeypatch):
+    """Calls too short for the clock even by the thousand: the sample is the largest
+    batch's time per call, never a batch beyond it."""
+    monkeypatch.setattr(sandbox, "MAX_BATCH", 4)
+    result, child = _scripted_sample(instance, monkeypatch, 0.01, LIMIT)
+    assert result.failure is None and child.batches == [1, 2, 4]
+    assert result.seconds == [pytest.approx(0.01, abs=1e-12)]
+
+
 def test_a_sample_over_the_time_limit_is_a_timeout(instance, monkeypatch):
     result, _ = _scripted_sample(instance, monkeypatch, 0.75, 0.75)  # at the limit: fine
     assert result.failure is None
