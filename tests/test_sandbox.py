@@ -280,6 +280,25 @@ def test_descriptors_numbered_past_1024_are_waited_on(instance, monkeypatch):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.parametrize("how, reason, detail", [
+    ("exit", "crashed", "its process exited with status 7 while loading"),
+    ("hang", "timeout", "its process did not load it within 2 s"),
+    ("garble", "load", "its process sent a malformed reply ("),
+    ("forge", "load", "its process sent a malformed reply"),
+    ("forge_empty", "load", "its process sent a malformed reply")])
+def test_a_candidate_that_fails_while_loading_is_named_with_the_reason(
+        instance, monkeypatch, how, reason, detail):
+    monkeypatch.setenv("EPLBENCH_AT_IMPORT", how)
+    monkeypatch.setattr(sandbox, "STARTUP_LIMIT", 2.0)  # the hanging one waits this long
+    spec = fixture("misbehaves_at_import.py")
+    failure = measure(instance, [spec], repeats=1)[spec].failure
+    assert failure is not None and failure.reason == reason, failure
+    if how.startswith("forge"):  # a well-formed frame that says nothing it may say
+        assert failure.detail == f"{spec}: {detail}"
+    else:
+        assert failure.detail.startswith(f"{spec}: {detail}"), failure
+
+
 def test_a_load_failure_is_reported_once_per_sandbox(instance):
     """Found once, the failure is given again without a new process; after close the
     sandbox starts afresh."""
