@@ -137,8 +137,24 @@ def test_a_call_that_never_returns_times_out_and_the_others_go_on(instance):
     worker.join(timeout=600)
     assert not worker.is_alive(), "a call past its time limit was never killed"
     results = box["results"]
-    assert results[fixture("sleeps.py")].failure.reason == "timeout"
+    assert results[fixture("sleeps.py")].failure == sandbox.Failure(
+        "timeout", "no return within the 1 s limit")
     assert results["deepseek"].failure is None and len(results["deepseek"].seconds) == 2
+
+
+def test_loads_in_any_byte_order_and_layout_reach_the_heuristic_as_the_same_numbers(instance):
+    """A big-endian, non-contiguous copy of the loads (warm-up included) gives the
+    heuristic the same numbers: the same placement as the native loads."""
+    def foreign(weight):
+        return np.asfortranarray(weight.astype(">i8"))
+
+    native = measure(instance, ["deepseek"], repeats=1)["deepseek"]
+    with Sandbox(LIMIT) as box:
+        result = box.measure(["deepseek"], foreign(instance.weight),
+                             instance.topology.as_tuple(),
+                             foreign(warmup_weight(instance)), 1)["deepseek"]
+    assert result.failure is None, result.failure
+    assert all(np.array_equal(a, b) for a, b in zip(result.output, native.output))
 
 
 def test_close_stops_the_processes_a_candidate_started(instance, tmp_path, monkeypatch):
@@ -612,6 +628,73 @@ def test_calibration_times_its_pings_and_names_what_went_wrong(monkeypatch, answ
         assert len(pings) == sandbox.PINGS + 2 and overhead == 6.0
 
 
+def _played_call(loads: list, on_load: bytes, outputs: list) -> object:
+    """`_Child.call` against a thread playing the worker: it answers the load frame with
+    `on_load`, "time" with DONE and "send" with `outputs`, a list of (header, arrays)
+    frames, whose JSON may hold NaN (what a real worker never sends)."""
+    from eplbench.sandbox_worker import DONE, LENGTH
+
+    child = sandbox._Child("played")
+    request_read, child._requests = os.pipe()
+    child._replies, reply_write = os.pipe()
+
+    def frame(header, arrays):
+        metas = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
+        body = json.dumps({**header, "arrays": metas}).encode()
+        return LENGTH.pack(len(body)) + body + b"".join(a.tobytes() for a in arrays)
+
+    def worker():
+        with open(request_read, "rb", buffering=0) as requests:
+            def exactly(count):
+                data = b""
+                while len(data) < count and (chunk := requests.read(count - len(data))):
+                    data += chunk
+                return data
+
+            while head := exactly(LENGTH.size):
+                header, layouts = decode_header(exactly(LENGTH.unpack(head)[0]))
+                for _, _, count in layouts:
+                    exactly(count)
+                answer = {"load": on_load, "time": DONE,
+                          "send": b"".join(frame(*output) for output in outputs)}
+                os.write(reply_write, answer[header["op"]])
+        os.close(reply_write)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        return child.call(loads, (4, 1, 1, 2), LIMIT)
+    finally:
+        child.close()
+        thread.join(10)
+
+
+def test_a_call_takes_only_well_formed_output_frames():
+    from eplbench.sandbox_worker import ARMED, DONE
+
+    load, plan = np.ones((1, 4), np.int64), np.arange(4, dtype=np.int64)
+    malformed = "the heuristic's process sent a malformed reply ({})"
+    not_one = malformed.format("an output frame that is not one")
+    cases = [
+        ([load], DONE, [], malformed.format("an unexpected reply to the loads")),
+        ([load], ARMED, [({"form": "tuple", "inside": -1.0}, [plan])], not_one),
+        ([load], ARMED, [({"form": "tuple", "inside": float("nan")}, [plan])], not_one),
+        ([load], ARMED, [({"form": "tuple", "inside": "0.5"}, [plan])], not_one),
+        ([load], ARMED, [({"form": "list", "inside": 0.5}, [plan])], not_one),
+        ([load], ARMED, [({"form": "array", "inside": 0.5}, [plan, plan])], not_one),
+        ([load, load], ARMED, [({"form": "tuple", "inside": 0.5}, [plan]),
+                               ({"form": "tuple", "inside": 0.25}, [plan])], not_one)]
+    for loads, on_load, outputs, detail in cases:
+        assert _played_call(loads, on_load, outputs) == sandbox.Failure("output", detail), (
+            on_load, outputs)
+    # what a real worker sends: the same seconds on every output, 0 included
+    _, inside, [output] = _played_call([load], ARMED, [({"form": "array", "inside": 0}, [plan])])
+    assert inside == 0.0 and np.array_equal(output, plan)
+    _, inside, outputs = _played_call([load, load], ARMED,
+                                      [({"form": "tuple", "inside": 0.5}, [plan, plan])] * 2)
+    assert inside == 0.5 and len(outputs) == 2 and all(len(o) == 2 for o in outputs)
+
+
 def test_a_failed_calibration_is_the_heuristics_failure():
     class Refusing:
         overhead = None
@@ -668,7 +751,9 @@ def test_a_call_that_raises_ends_the_heuristics_calls(instance, tmp_path, monkey
     assert len(log.read_text().splitlines()) == good_calls + 1
 
 
-def test_the_plan_in_place_reaches_every_call(instance, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_the_plan_in_place_reaches_every_call(instance, tmp_path, monkeypatch, dtype):
+    """... as int64, whatever integers the caller's plan is in."""
     log = tmp_path / "calls.log"
     monkeypatch.setenv("EPLBENCH_CALL_LOG", str(log))
     spec = fixture("keeps_old_plan.py")
@@ -676,8 +761,10 @@ def test_the_plan_in_place_reaches_every_call(instance, tmp_path, monkeypatch):
                                               *instance.topology.as_tuple())[0].numpy()
     with Sandbox(LIMIT) as box:
         result = box.measure([spec], instance.weight, instance.topology.as_tuple(),
-                             warmup_weight(instance), 2, old_plans={spec: plan})[spec]
+                             warmup_weight(instance), 2,
+                             old_plans={spec: plan.astype(dtype)})[spec]
     assert result.failure is None and np.array_equal(result.output, plan)
+    assert result.output.dtype == np.int64
     assert set(log.read_text().split()) == {"given"}
 
 
