@@ -631,7 +631,7 @@ def test_calibration_times_its_pings_and_names_what_went_wrong(monkeypatch, answ
 def _played_call(loads: list, on_load: bytes, outputs: list) -> object:
     """`_Child.call` against a thread playing the worker: it answers the load frame with
     `on_load`, "time" with DONE and "send" with `outputs`, a list of (header, arrays)
-    frames, whose JSON may hold NaN (what a real worker never sends)."""
+    frames, whose JSON may hold NaN (what a real worker never sends), or raw bytes."""
     from eplbench.sandbox_worker import DONE, LENGTH
 
     child = sandbox._Child("played")
@@ -656,7 +656,8 @@ def _played_call(loads: list, on_load: bytes, outputs: list) -> object:
                 for _, _, count in layouts:
                     exactly(count)
                 answer = {"load": on_load, "time": DONE,
-                          "send": b"".join(frame(*output) for output in outputs)}
+                          "send": b"".join(output if isinstance(output, bytes)
+                                           else frame(*output) for output in outputs)}
                 os.write(reply_write, answer[header["op"]])
         os.close(reply_write)
 
@@ -683,7 +684,10 @@ def test_a_call_takes_only_well_formed_output_frames():
         ([load], ARMED, [({"form": "list", "inside": 0.5}, [plan])], not_one),
         ([load], ARMED, [({"form": "array", "inside": 0.5}, [plan, plan])], not_one),
         ([load, load], ARMED, [({"form": "tuple", "inside": 0.5}, [plan]),
-                               ({"form": "tuple", "inside": 0.25}, [plan])], not_one)]
+                               ({"form": "tuple", "inside": 0.25}, [plan])], not_one),
+        # a frame after the outputs: nobody asked for it
+        ([load], ARMED, [({"form": "tuple", "inside": 0.5}, [plan]), DONE],
+         malformed.format("data sent out of turn"))]
     for loads, on_load, outputs, detail in cases:
         assert _played_call(loads, on_load, outputs) == sandbox.Failure("output", detail), (
             on_load, outputs)
