@@ -628,7 +628,7 @@ def test_calibration_times_its_pings_and_names_what_went_wrong(monkeypatch, answ
         assert len(pings) == sandbox.PINGS + 2 and overhead == 6.0
 
 
-def _played_call(loads: list, on_load: bytes, outputs: list) -> object:
+def _played_call(loads: list, on_load: bytes, outputs: list, time_limit=LIMIT) -> object:
     """`_Child.call` against a thread playing the worker: it answers the load frame with
     `on_load`, "time" with DONE and "send" with `outputs`, a list of (header, arrays)
     frames, whose JSON may hold NaN (what a real worker never sends), or raw bytes."""
@@ -664,14 +664,14 @@ def _played_call(loads: list, on_load: bytes, outputs: list) -> object:
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     try:
-        return child.call(loads, (4, 1, 1, 2), LIMIT)
+        return child.call(loads, (4, 1, 1, 2), time_limit)
     finally:
         child.close()
         thread.join(10)
 
 
 def test_a_call_takes_only_well_formed_output_frames():
-    from eplbench.sandbox_worker import ARMED, DONE
+    from eplbench.sandbox_worker import ARMED, DONE, LENGTH, MAX_HEADER_BYTES
 
     load, plan = np.ones((1, 4), np.int64), np.arange(4, dtype=np.int64)
     malformed = "the heuristic's process sent a malformed reply ({})"
@@ -687,7 +687,9 @@ def test_a_call_takes_only_well_formed_output_frames():
                                ({"form": "tuple", "inside": 0.25}, [plan])], not_one),
         # a frame after the outputs: nobody asked for it
         ([load], ARMED, [({"form": "tuple", "inside": 0.5}, [plan]), DONE],
-         malformed.format("data sent out of turn"))]
+         malformed.format("data sent out of turn")),
+        ([load], ARMED, [LENGTH.pack(MAX_HEADER_BYTES + 1)],
+         malformed.format(f"a header of {MAX_HEADER_BYTES + 1} bytes"))]
     for loads, on_load, outputs, detail in cases:
         assert _played_call(loads, on_load, outputs) == sandbox.Failure("output", detail), (
             on_load, outputs)
@@ -697,6 +699,24 @@ def test_a_call_takes_only_well_formed_output_frames():
     _, inside, outputs = _played_call([load, load], ARMED,
                                       [({"form": "tuple", "inside": 0.5}, [plan, plan])] * 2)
     assert inside == 0.5 and len(outputs) == 2 and all(len(o) == 2 for o in outputs)
+    # a header of the largest size allowed
+    body = json.dumps({"form": "array", "inside": 0.5, "arrays": [
+        {"dtype": plan.dtype.str, "shape": [4]}], "pad": ""}).encode()
+    body = body[:-2] + b"x" * (MAX_HEADER_BYTES - len(body)) + body[-2:]
+    _, _, [output] = _played_call([load], ARMED, [LENGTH.pack(len(body)) + body
+                                                  + plan.tobytes()])
+    assert len(body) == MAX_HEADER_BYTES and np.array_equal(output, plan)
+
+
+def test_a_call_answered_at_once_is_in_time_under_a_deadline_of_less_than_a_second(
+        monkeypatch):
+    from eplbench.sandbox_worker import ARMED
+
+    monkeypatch.setattr(sandbox, "PIPE_GRACE", 0.25)
+    plan = np.arange(4, dtype=np.int64)
+    reply = _played_call([np.ones((1, 4), np.int64)], ARMED,
+                         [({"form": "array", "inside": 0.5}, [plan])], time_limit=0.25)
+    assert not isinstance(reply, sandbox.Failure), reply
 
 
 def test_a_failed_calibration_is_the_heuristics_failure():
