@@ -186,11 +186,11 @@ def test_the_joint_model_goes_on_from_the_enumerations_placement_and_bound(monke
     gpus_swapped = np.concatenate([optimum.phy2log[3:], optimum.phy2log[:3]])
     lower = layer.count_free_bound(LAYER[0], 6, 2)[0]
     halfway = (lower + optimum.ub) / 2
+    monkeypatch.setattr(layer, "solve_global",
+                        lambda *args, **kwargs: (gpus_swapped, optimum.ub, halfway))
     for proven, expected in [(None, ("FEASIBLE", halfway, "enum")),
                              (optimum.ub, ("OPTIMAL", optimum.ub, "enum"))]:
         joint = []
-        monkeypatch.setattr(layer, "solve_global",
-                            lambda *args, **kwargs: (gpus_swapped, optimum.ub, halfway))
         _spy(monkeypatch, layer, "solve_joint", joint, lambda weight, topo, policy, backend,
              start, bound, *rest: (start, optimum.ub, proven, None, {"joint": True}))
         result = solve(LAYER, LAYER_TOPO, "global", solver="enum", time_limit=5)[0]
