@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import eplbench as eb
 from eplbench.solvers import list_solvers, solve
 from eplbench.solvers.bounds import replica_bound
+from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.layer import hierarchy_bound
 from eplbench.solvers.work import Deadline
 
@@ -214,6 +215,30 @@ def test_the_search_at_the_mean_gets_the_callers_seed_and_the_policys_rule(monke
         solve(LAYER, LAYER_TOPO, policy, solver="enum", time_limit=1, seed=3)
         [(args, _)] = calls
         assert args[-2:] == (3, distinct)
+
+
+@pytest.mark.parametrize("proven", [True, False])
+def test_a_layer_beyond_the_completion_search_is_certified_by_a_proof(monkeypatch, proven):
+    """Where the completion search does not take a global layer and no placement at the
+    mean is found, a proof that nothing is below the incumbent makes it optimal, with no
+    joint model; without one, the joint model goes on."""
+    from eplbench.solvers import layer
+    from eplbench.solvers.enumeration import EnumerationTooLarge
+
+    def too_large(*args, **kwargs):
+        raise EnumerationTooLarge("planted")
+
+    monkeypatch.setattr(layer, "solve_global", too_large)
+    monkeypatch.setattr(layer, "at_the_mean", lambda *args: None)
+    calls = []
+    _spy(monkeypatch, layer, "proven_above", calls, lambda *args: proven)
+    result = solve(LAYER, LAYER_TOPO, "global", solver="enum", time_limit=1)[0]
+    [(args, _)] = calls
+    assert args[2] == result.ub == 7899
+    assert ("fallback" in result.params) != proven
+    if proven:
+        assert result.status == "OPTIMAL" and result.lb == 7899
+        assert result.bound_source == "enum"
 
 
 def test_time_limit_zero_gives_honest_bounds(truth):
@@ -812,10 +837,56 @@ def test_a_node_beyond_the_completion_search_is_searched_at_its_mean_with_its_se
     start = eb.load_heuristic("deepseek")(torch.tensor(sub[None, :]), 8, 1, 1, 4)[0][0].numpy()
     calls = []
     _spy(monkeypatch, enumeration, "at_the_mean", calls)
-    enumeration._search_large_node(sub, node, start, None, Deadline.budget(1), 2, False,
-                                   distinct)
+    enumeration._search_large_node(sub, node, start, Fraction(100), None, Deadline.budget(1),
+                                   2, False, distinct)
     [(args, _)] = calls
     assert args[-2:] == (2, distinct)
+
+
+@pytest.mark.parametrize("cutoff, proven", [(Fraction(100), True), (Fraction(13, 2), True),
+                                            (Fraction(100), False), (Fraction(13, 2), False)])
+def test_a_node_above_its_bound_takes_the_bound_a_proof_gives(monkeypatch, cutoff, proven):
+    """A node above its bound (DeepSeek's start at 22/3, local search reaches the optimum
+    6, the mean is 23/4) asks the proof about the lesser of its start's load and the
+    layer's cutoff, and what it proves is the node's lb (its placement the start);
+    unproven, local search goes on, the proof is asked about the lesser of the new load
+    and the cutoff, and the lb stays the bound. A node whose start meets its stop (here:
+    no worse than the nodes before it) asks nothing."""
+    from eplbench.solvers import enumeration
+
+    sub, node = np.array([11, 9, 1, 1, 1]), eb.Topology(8, 1, 1, 4)
+    start = eb.load_heuristic("deepseek")(torch.tensor(sub[None, :]), 8, 1, 1, 4)[0][0].numpy()
+    start_load = layer_max_load(sub, start, node)
+    calls = []
+    _spy(monkeypatch, enumeration, "proven_above", calls, lambda *args: proven)
+    placement, upper, lower = enumeration._search_large_node(
+        sub, node, start, cutoff, None, Deadline.budget(1), 0, False, False)
+    asked = [args[2] for args, _ in calls]
+    if proven:
+        assert asked == [min(start_load, cutoff)] and (placement == start).all()
+        assert upper == start_load == Fraction(22, 3) and lower == asked[0]
+    else:
+        assert (upper, lower) == (6, Fraction(23, 4))
+        assert asked == [min(start_load, cutoff), 6]
+    calls.clear()
+    enumeration._search_large_node(sub, node, start, cutoff, start_load, Deadline.budget(1),
+                                   0, False, False)
+    assert calls == []
+
+
+def test_a_node_whose_search_finds_nothing_better_is_not_asked_again(monkeypatch):
+    """DeepSeek's start is already optimal (5, above the mean 9/2): the proof that failed
+    for the start is not asked again after local search, which keeps the same load."""
+    from eplbench.solvers import enumeration
+
+    sub, node = np.array([5, 4, 3, 3, 2, 1]), eb.Topology(8, 1, 1, 4)
+    start = eb.load_heuristic("deepseek")(torch.tensor(sub[None, :]), 8, 1, 1, 4)[0][0].numpy()
+    calls = []
+    _spy(monkeypatch, enumeration, "proven_above", calls, lambda *args: False)
+    _, upper, lower = enumeration._search_large_node(sub, node, start, Fraction(100), None,
+                                                     Deadline.budget(1), 0, False, False)
+    assert (upper, lower) == (5, Fraction(9, 2))
+    assert [args[2] for args, _ in calls] == [5]
 
 
 def test_the_node_mean_bound_is_zero_where_the_assignments_are_too_many():

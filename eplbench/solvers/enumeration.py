@@ -26,6 +26,7 @@ from eplbench.problem import Policy, Topology
 from eplbench.solvers.bounds import count_free_bound
 from eplbench.solvers.completion import EnumerationTooLarge, solve_global
 from eplbench.solvers.equal_loads import at_the_mean
+from eplbench.solvers.fraction_proof import proven_above
 from eplbench.solvers.incumbent import deepseek_placement, layer_max_load
 from eplbench.solvers.local_search import improve_placement
 from eplbench.solvers.work import Deadline
@@ -136,28 +137,45 @@ def _solve_node(weight, groups, experts, node_topology, cutoff, enough, deadline
     try:
         result = solve_global(sub, node_topology, start, deadline, cutoff, distinct)
     except EnumerationTooLarge:
-        result = _search_large_node(sub, node_topology, start, enough, deadline, searches,
-                                    cached is not None, distinct)
+        result = _search_large_node(sub, node_topology, start, cutoff, enough, deadline,
+                                    searches, cached is not None, distinct)
     cache[key] = result, searches + 1
     return result
 
 
-def _search_large_node(sub, node_topology, start, enough, deadline, searches, descended,
-                       distinct):
+def _search_large_node(sub, node_topology, start, cutoff, enough, deadline, searches,
+                       descended, distinct):
     """(local phy2log, ub, lb) of a node the completion search does not take on: a
     placement at the node's mean where the node needs its bound (`at_the_mean`), else
-    local search from `start` down to `enough` (kicks seeded by `searches`)."""
+    local search from `start` down to `enough` (kicks seeded by `searches`). Before and
+    after the local search, a proof that nothing is below the placement's load or
+    `cutoff` (tokens: the best layer so far), whichever is less, makes that the lb
+    (`_proof`)."""
     bound = count_free_bound(sub, node_topology.num_replicas, node_topology.num_gpus)
     lower = bound[0]
     stop = lower if enough is None else max(lower, enough)
+    upper = layer_max_load(sub, start, node_topology)
     if stop == lower:
-        found = at_the_mean(sub, node_topology, bound,
-                            layer_max_load(sub, start, node_topology), deadline, searches,
-                            distinct)
+        found = at_the_mean(sub, node_topology, bound, upper, deadline, searches, distinct)
         if found is not None:
             return found
+    found = _proof(sub, node_topology, (start, upper), cutoff, stop, None, deadline)
+    if found is not None:
+        return found
     placement = improve_placement(sub, start, node_topology, False, deadline.share(NODE_SHARE),
                                   True, stop, seed=searches, descended=descended,
                                   distinct=distinct)
-    upper = layer_max_load(sub, placement, node_topology)
-    return placement, upper, min(lower, upper)
+    searched = (placement, layer_max_load(sub, placement, node_topology))
+    found = _proof(sub, node_topology, searched, cutoff, stop, min(upper, cutoff), deadline)
+    return found or (*searched, min(lower, searched[1]))
+
+
+def _proof(sub, node_topology, placed, cutoff, stop, asked, deadline):
+    """(local phy2log, ub, lb) with lb = min(ub, cutoff) when `proven_above` shows that
+    nothing is below it, else None; placed: (local phy2log, its load ub). Not tried where
+    that value is at most `stop` (the search is done) or was `asked` already."""
+    question = min(placed[1], cutoff)
+    if question > stop and question != asked and proven_above(sub, node_topology, question,
+                                                              deadline):
+        return (*placed, question)
+    return None

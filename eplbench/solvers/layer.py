@@ -12,6 +12,7 @@ from eplbench.solvers.completion import solve_global
 from eplbench.solvers.enumeration import (EnumerationTooLarge, balanced_assignments,
                                           solve_hierarchical)
 from eplbench.solvers.equal_loads import at_the_mean
+from eplbench.solvers.fraction_proof import proven_above
 from eplbench.solvers.incumbent import layer_max_load
 from eplbench.solvers.joint import solve_joint
 from eplbench.solvers.result import FEASIBLE, OPTIMAL, SolveResult
@@ -59,8 +60,9 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
                                distinct=policy.distinct)
             except EnumerationTooLarge as reason:
                 if not policy.hierarchical:
-                    found = at_the_mean(weight, topology, (lower, source), upper, deadline,
-                                        seed, policy.distinct)
+                    found = (at_the_mean(weight, topology, (lower, source), upper, deadline,
+                                         seed, policy.distinct)
+                             or _proven(weight, topology, phy2log, upper, deadline))
                 if found is None:
                     params["fallback"] = f"joint model ({reason})"
                     solver_name = f"enum>{backend_class.name}"
@@ -84,6 +86,11 @@ def solve_layer(weight: np.ndarray, topology: Topology, policy: Policy, method: 
         params["stopped"] = "wall clock"
     return SolveResult(status, upper, lower, phy2log, time.perf_counter() - start, deterministic,
                        solver_name, params, backend_class.version, source)
+
+
+def _proven(weight, topology, phy2log, upper, deadline):
+    """(phy2log, upper, upper) when nothing is below phy2log's load `upper`, else None."""
+    return (phy2log, upper, upper) if proven_above(weight, topology, upper, deadline) else None
 
 
 def hierarchy_bound(weight: np.ndarray, topology: Topology):
