@@ -4,6 +4,8 @@ import itertools
 import random
 from fractions import Fraction
 
+import pytest
+
 from eplbench.solvers import fraction_proof
 from eplbench.solvers.fraction_proof import (_absorbable, _dealt, fraction_parts, least_count,
                                              none_below)
@@ -13,14 +15,15 @@ from brute_force import global_optimum
 
 
 def tiny_problems(seed, count):
-    """(weight, G, S) of random global problems small enough for the brute force."""
+    """(weight, G, P) of random global problems small enough for the brute force, with
+    weights up to 12, 200 or 10^18 tokens."""
     draw = random.Random(seed)
     while count:
         gpus, per_gpu = draw.randint(1, 4), draw.randint(1, 3)
         if gpus * per_gpu > 9:
             continue
         experts = draw.randint(1, gpus * per_gpu)
-        high = draw.choice([12, 200])
+        high = draw.choice([12, 200, 10**18])
         weight = [draw.randint(0, high) for _ in range(experts)]
         if sum(weight):
             count -= 1
@@ -31,8 +34,19 @@ def test_no_proof_is_false_and_some_prove_more_than_the_mean():
     """Each claim 'nothing below U' holds against the brute-force optimum, for U at the
     optimum, just above and below it, and between it and the mean; and the method proves
     optima above the mean (so the check is not passed by proving nothing)."""
+    assert claims_against_brute_force(5, 120) >= 5
+
+
+@pytest.mark.slow
+def test_no_proof_is_false_on_many_more_layers():
+    assert claims_against_brute_force(6, 2_000) >= 50
+
+
+def claims_against_brute_force(seed, count):
+    """Checks every claim on `count` tiny problems; the number of optima above the mean
+    proven."""
     above_mean = 0
-    for weight, gpus, slots in tiny_problems(5, 120):
+    for weight, gpus, slots in tiny_problems(seed, count):
         optimum = global_optimum(weight, slots, gpus)
         mean = Fraction(sum(weight), gpus)
         for upper in {optimum, optimum + Fraction(1, 1000), optimum - Fraction(1, 1000),
@@ -40,7 +54,7 @@ def test_no_proof_is_false_and_some_prove_more_than_the_mean():
             if upper > 0 and none_below(weight, gpus, slots, upper, Deadline.budget(5)):
                 assert upper <= optimum, (weight, gpus, slots, upper, optimum)
                 above_mean += upper == optimum > mean
-    assert above_mean >= 5
+    return above_mean
 
 
 def test_a_proof_stops_undecided_when_out_of_work_or_spare_slots(monkeypatch):
